@@ -1,0 +1,22 @@
+"""Stage registry: the config's `stage` name selects what `evalign_jax.main` runs.
+
+Entries are import paths, so the entry point imports only the stage it runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+# name -> "module:function"; the function takes (config, workdir).
+STAGES: dict[str, str] = {
+    "events_demo": "evalign_jax.tools.events_demo:run",
+}
+
+
+def get_stage(name: str) -> Callable:
+  """The run function of stage `name`; unknown names raise with the valid ones."""
+  if name not in STAGES:
+    raise ValueError(f"unknown stage {name!r}; valid stages: {sorted(STAGES)}")
+  module, _, fn = STAGES[name].partition(":")
+  return getattr(importlib.import_module(module), fn)

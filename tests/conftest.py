@@ -1,0 +1,36 @@
+"""Test-wide JAX and absl setup.
+
+Four CPU devices, so sharding code is tested on a real (if small) mesh; this must happen before
+anything initialises a JAX backend, hence at conftest import time.
+"""
+
+import sys
+
+import jax
+from absl import flags
+
+jax.config.update("jax_num_cpu_devices", 4)
+
+# grain's worker processes read absl flags; outside absl.app.run nothing parses them.
+if not flags.FLAGS.is_parsed():
+  flags.FLAGS(sys.argv[:1])
+
+
+import numpy as np
+import pytest
+
+from evalign_jax.events import Events
+
+
+@pytest.fixture
+def random_events():
+  """Factory: a sorted random stream, uniform in space and time, on a given sensor."""
+
+  def make(n, sensor_size=(24, 32), *, seed=0, t_start_us=1_000_000, duration_us=50_000):
+    rng = np.random.default_rng(seed)
+    h, w = sensor_size
+    t = np.sort(rng.integers(t_start_us, t_start_us + duration_us, n))
+    return Events(t, rng.integers(0, w, n), rng.integers(0, h, n), rng.integers(0, 2, n),
+                  (h, w))
+
+  return make
