@@ -27,6 +27,9 @@ class EventFileError(ValueError):
 class Events:
   """A time-sorted event stream.
 
+  The constructor only casts dtypes (it trusts its caller, e.g. a renderer slicing a valid
+  stream); use `from_arrays` for data from outside, which checks everything.
+
   Attributes:
     t: (N,) int64 timestamps in µs.
     x: (N,) uint16 pixel columns, 0 <= x < width.
