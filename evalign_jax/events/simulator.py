@@ -159,25 +159,50 @@ def simulate_events(frames, timestamps_us, *, preset: str = "v2e_default", seed:
     Events on an (H, W) sensor, sorted by t, with t in (t_0, t_{T-1}] µs, and
     `metadata["simulator"]` holding every parameter used, the preset, seed and counts.
   """
-  params = resolve_params(preset, **overrides)
-  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-    raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-  frames, (h, w) = _check_frames(frames)
+  frames, _ = _check_frames(frames)
   ts = _check_timestamps(timestamps_us, len(frames))
-  rng = np.random.default_rng(int(seed))
-  lut = log_intensity(np.arange(256), params)  # uint8 frames map through a table.
-  rel = (ts - ts[0]).astype(np.float64)  # float µs since t_0 keeps sub-µs precision.
+  sim = EventSimulator(frames[0], int(ts[0]), preset=preset, seed=seed, **overrides)
+  parts = [sim.advance(frame, int(t)) for frame, t in zip(frames[1:], ts[1:])]
+  out = Events.concatenate(parts)
+  return Events(out.t, out.x, out.y, out.p, out.sensor_size, {"simulator": sim.metadata()})
 
-  g0 = _gray(frames[0])
-  l0 = cv2.LUT(g0, lut).ravel()  # 10x faster than lut[g0].
-  pixels = _PixelArray(params, l0, rng)
-  chunks, n_sub_total = [], 0
-  for k in range(1, len(frames)):
-    g1 = _gray(frames[k])
-    l1 = cv2.LUT(g1, lut).ravel()
+
+class EventSimulator:
+  """The simulator as a stream: feed frames one at a time, get each interval's events.
+
+  Memory stays at one frame's state however long the video, so builders can simulate long
+  videos frame by frame. `simulate_events` is this over a whole array of frames.
+  """
+
+  def __init__(self, first_frame: np.ndarray, t0_us: int, *, preset: str = "v2e_default",
+               seed: int = 0, **overrides):
+    """first_frame: (H, W) uint8 gray or (H, W, 3) uint8 BGR at time t0_us (no events)."""
+    self.params = resolve_params(preset, **overrides)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+      raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    self.preset, self.seed = preset, int(seed)
+    (first,), (self.h, self.w) = _check_frames([first_frame], 1)
+    self.lut = log_intensity(np.arange(256), self.params)  # uint8 frames map through a table.
+    self.t0 = self.t_prev = int(t0_us)
+    self.g0 = _gray(first)
+    self.l0 = cv2.LUT(self.g0, self.lut).ravel()  # 10x faster than lut[g0].
+    self.pixels = _PixelArray(self.params, self.l0, np.random.default_rng(self.seed))
+    self.num_frames, self.num_subintervals = 1, 0
+
+  def advance(self, frame: np.ndarray, t_us: int) -> Events:
+    """The events of the interval (t_prev, t_us] ending at `frame`, sorted by t."""
+    (frame,), size = _check_frames([frame], 1)
+    if size != (self.h, self.w):
+      raise ValueError(f"frame size {size} differs from the first frame's {(self.h, self.w)}")
+    if int(t_us) <= self.t_prev:
+      raise ValueError(f"timestamps must increase: {t_us} µs after {self.t_prev} µs")
+    params, pixels = self.params, self.pixels
+    # Float µs since t0 keep sub-µs precision inside the interval.
+    ta, tb = float(self.t_prev - self.t0), float(int(t_us) - self.t0)
+    g0, l0 = self.g0, self.l0
+    g1 = _gray(frame)
+    l1 = cv2.LUT(g1, self.lut).ravel()
     n_sub = _num_substeps(g0, g1, params)
-    n_sub_total += n_sub
-    ta, tb = rel[k - 1], rel[k]
     parts = []
     if n_sub == 1:
       parts.append(pixels.step(l0, l1, g1.ravel(), ta, tb))
@@ -192,17 +217,18 @@ def simulate_events(frames, timestamps_us, *, preset: str = "v2e_default", seed:
           i_j, l_j, s_j = i1, l1, tb
         parts.append(pixels.step(l_prev, l_j, i_j, s_prev, s_j))
         l_prev, s_prev = l_j, s_j
-    t, order = _round_and_sort(np.concatenate([q[0] for q in parts]), rel[k - 1], rel[k])
-    chunks.append((t + ts[k - 1], np.concatenate([q[1] for q in parts])[order],
-                   np.concatenate([q[2] for q in parts])[order]))
-    g0, l0 = g1, l1
+    t, order = _round_and_sort(np.concatenate([q[0] for q in parts]), ta, tb)
+    pix = np.concatenate([q[1] for q in parts])[order]
+    p = np.concatenate([q[2] for q in parts])[order]
+    self.g0, self.l0, self.t_prev = g1, l1, int(t_us)
+    self.num_frames += 1
+    self.num_subintervals += n_sub
+    return Events(t + self.t0 + int(ta), pix % self.w, pix // self.w, p, (self.h, self.w))
 
-  t = np.concatenate([c[0] for c in chunks])
-  pix = np.concatenate([c[1] for c in chunks])
-  p = np.concatenate([c[2] for c in chunks])
-  meta = {"preset": preset, "seed": int(seed), **dataclasses.asdict(params),
-          "num_frames": len(frames), "num_subintervals": n_sub_total}
-  return Events(t, pix % w, pix // w, p, (h, w), {"simulator": meta})
+  def metadata(self) -> dict:
+    """Every parameter used, the preset, seed and counts so far (JSON-serialisable)."""
+    return {"preset": self.preset, "seed": self.seed, **dataclasses.asdict(self.params),
+            "num_frames": self.num_frames, "num_subintervals": self.num_subintervals}
 
 
 def resolve_params(preset: str = "v2e_default", **overrides) -> SimulatorParams:
@@ -349,7 +375,7 @@ def _num_substeps(g0: np.ndarray, g1: np.ndarray, params: SimulatorParams) -> in
   return int(np.clip(math.ceil(p99 / params.upsample_max_px), 1, params.upsample_max_factor))
 
 
-def _check_frames(frames) -> tuple[Sequence[np.ndarray], tuple[int, int]]:
+def _check_frames(frames, min_frames: int = 2) -> tuple[Sequence[np.ndarray], tuple[int, int]]:
   """Validates frames (array or list); returns an indexable sequence and (H, W)."""
   if isinstance(frames, np.ndarray):
     if frames.dtype != np.uint8:
@@ -370,8 +396,8 @@ def _check_frames(frames) -> tuple[Sequence[np.ndarray], tuple[int, int]]:
         raise ValueError(f"frame {i} must be (H, W) gray or (H, W, 3) BGR, got {f.shape}")
       if f.shape != shape:
         raise ValueError(f"frame {i} has shape {f.shape}, frame 0 has {shape}")
-  if len(seq) < 2:
-    raise ValueError(f"need at least 2 frames, got {len(seq)}")
+  if len(seq) < min_frames:
+    raise ValueError(f"need at least {min_frames} frames, got {len(seq)}")
   h, w = shape[:2]
   if h == 0 or w == 0:
     raise ValueError(f"frames must be non-empty, got (H, W) = {(h, w)}")

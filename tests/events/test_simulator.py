@@ -317,3 +317,18 @@ def test_bad_parameters():
     SimulatorParams(log_mapping="ln")
   with pytest.raises(ValueError, match="seed"):
     simulate_events(GOOD, TS, seed=-1)
+
+
+def test_streaming_simulator_equals_batch():
+  from evalign_jax.events import scenes
+  from evalign_jax.events.simulator import EventSimulator
+  frames, ts = scenes.moving_texture_video(24, 32, 6, seed=3)
+  whole = simulate_events(frames, ts, preset="v2e_default", seed=5)
+  sim = EventSimulator(frames[0], int(ts[0]), preset="v2e_default", seed=5)
+  parts = [sim.advance(f, int(t)) for f, t in zip(frames[1:], ts[1:])]
+  for field in "txyp":
+    np.testing.assert_array_equal(np.concatenate([getattr(e, field) for e in parts]),
+                                  getattr(whole, field))
+  assert sim.metadata() == whole.metadata["simulator"]
+  with pytest.raises(ValueError, match="increase"):
+    sim.advance(frames[0], int(ts[-1]))
