@@ -36,7 +36,7 @@ def build(dataset: str, data_dir: str, *, config: str | None = None,
   seconds = time.perf_counter() - start
   report = {k[len("build_report_"):]: v for k, v in b.info.metadata.items()
             if k.startswith("build_report_")}
-  print(f"\n{dataset}/{b.builder_config.name} {b.version} -> {b.data_path} in {seconds:.1f} s")
+  print(f"\n{b.name}/{b.builder_config.name} {b.version} -> {b.data_path} in {seconds:.1f} s")
   for split, r in report.items():
     print(f"  {split:>10}: {r['examples']:>6} examples from {r['clips']} clips; "
           f"{r['skipped']} skipped; {r['mean_events_per_window']:.0f} events/window, "

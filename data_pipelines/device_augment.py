@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 
 from data_pipelines.augment import PHOTOMETRIC_FIELDS
+from evalign_jax.events import images
+from evalign_jax.events.events import PaddedEvents
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -197,3 +199,41 @@ def moco_photometric(images: jax.Array, params: dict,
   x = grayscale(x, p["grayscale"])
   x = gaussian_blur(x, p["blur_sigma"], kernel_size)
   return x.reshape(lead + x.shape[1:])
+
+
+# --- Batches -> model inputs, inside the jitted step ----------------------------------------
+
+
+def render_batch(events, window_us: jax.Array, size: int,
+                 config: images.RenderConfig) -> jax.Array:
+  """(B, C) padded events -> (B, size, size, 3) images in [0, 1], over each (0, window_us]."""
+  render = lambda e, t1: images.render_image(e, (size, size), config, t_start_us=0,
+                                             t_end_us=t1)
+  return jax.vmap(render)(events, window_us)
+
+
+def cmfa_event_images(batch: dict, size: int, config: images.RenderConfig) -> jax.Array:
+  """A CMFA batch's events -> (B, size, size, 3) normalised model input (see module docs)."""
+  x = render_batch(to_padded_events(batch["events"]), batch["window_us"], size, config)
+  x = grayscale(x, batch["event_grayscale"])
+  x = paint_occlusion(x, batch["event_occlusion"], batch["event_occlusion_colour"])
+  return imagenet_normalize(x)
+
+
+def ssmer_view_images(batch: dict, size: int,
+                      configs: tuple[images.RenderConfig, ...]) -> jax.Array:
+  """An SSMER batch -> (B, V, size, size, 3) normalised views; view v rendered by configs[v]."""
+  events = to_padded_events(batch["views"])
+  views = [render_batch(jax.tree.map(lambda a, v=v: a[:, v], events), batch["window_us"], size,
+                        c) for v, c in enumerate(configs)]
+  return imagenet_normalize(moco_photometric(jnp.stack(views, axis=1), batch["photometric"]))
+
+
+def to_padded_events(events: dict) -> PaddedEvents:
+  """A batch's `events` (or `views`) dict -> PaddedEvents with int32 t/x/y/p, bool valid.
+
+  Works on numpy and on jax arrays (inside jit); shapes are kept, e.g. (B, C) or (B, V, C).
+  """
+  i32 = lambda a: a.astype(jnp.int32)
+  return PaddedEvents(t=i32(events["t"]), x=i32(events["x"]), y=i32(events["y"]),
+                      p=i32(events["p"]), valid=events["valid"].astype(bool))

@@ -35,7 +35,6 @@ import tensorflow_datasets as tfds
 
 from data_pipelines import augment
 from data_pipelines import registry
-from evalign_jax.events import PaddedEvents
 
 TASKS = ("cmfa", "ssmer")
 
@@ -213,11 +212,11 @@ def _init_worker(worker_index: int, worker_count: int) -> None:
   cv2.setNumThreads(1)
 
 
-def to_padded_events(events: dict) -> PaddedEvents:
-  """A batch's `events` (or `views`) dict -> PaddedEvents with int32 t/x/y/p, bool valid.
+# Text ids cannot go to a device; `frame_index` stays with them for the same reason (metrics).
+HOST_ONLY = ("clip_id", "subject_id", "subset", "frame_index")
 
-  Works on numpy and on jax arrays (inside jit); shapes are kept, e.g. (B, C) or (B, V, C).
-  """
-  i32 = lambda a: a.astype(np.int32)
-  return PaddedEvents(t=i32(events["t"]), x=i32(events["x"]), y=i32(events["y"]),
-                      p=i32(events["p"]), valid=events["valid"].astype(bool))
+
+def split_host_fields(batch: dict) -> tuple[dict, dict]:
+  """(the arrays the jitted step takes, the host-only ids used for per-video metrics)."""
+  host = {k: batch[k] for k in HOST_ONLY if k in batch}
+  return {k: v for k, v in batch.items() if k not in HOST_ONLY}, host

@@ -11,6 +11,7 @@ from typing import Callable
 # name -> "module:function"; the function takes (config, workdir).
 STAGES: dict[str, str] = {
     "events_demo": "evalign_jax.tools.events_demo:run",
+    "pipeline_demo": "evalign_jax.tools.pipeline_demo:run",
 }
 
 

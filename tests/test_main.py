@@ -56,3 +56,18 @@ def test_config_typo_fails_loudly(tmp_path):
                  "--config.simulatr.seed=1")
   assert out.returncode != 0 and "simulatr" in out.stderr
   assert not (tmp_path / "summary.json").exists()
+
+
+def test_pipeline_demo_end_to_end(tmp_path):
+  out = run_main("--config=configs/pipeline_demo.py:runlocal", f"--workdir={tmp_path / 'w'}",
+                 f"--config.data_dir={tmp_path / 'data'}", "--config.dataset=synthetic_faces/tiny",
+                 "--config.batch_size=2", "--config.num_batches=1", "--config.preview_rows=2",
+                 "--config.cmfa_image_size=64", "--config.ssmer_image_size=48")
+  assert out.returncode == 0, out.stderr[-3000:]
+  summary = json.loads((tmp_path / "w" / "summary.json").read_text())
+  assert summary["train_examples"] == 4 and summary["build_report"]["train"]["examples"] == 4
+  assert summary["cmfa"]["host_samples_per_s"] > 0 and summary["ssmer"]["device_images_per_s"] > 0
+  import cv2
+  picture = cv2.imread(str(tmp_path / "w" / "batches.png"))
+  # CMFA rows are 2 x 64 px (RGB | events) wide; SSMER rows 3 x 48 px.
+  assert picture.shape[0] == 2 * 64 + 8 + 2 * 48 + 8 and picture.shape[1] == 3 * 48

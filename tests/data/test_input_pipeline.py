@@ -194,7 +194,7 @@ def test_iterator_checkpoint_round_trip(tmp_path, examples, num_workers):
 
 def test_to_padded_events_feeds_the_renderer(examples):
   b = cmfa(examples)[0]
-  pe = ip.to_padded_events(b["events"])
+  pe = da.to_padded_events(b["events"])
   assert isinstance(pe, PaddedEvents)
   assert all(getattr(pe, f).dtype == np.int32 for f in ("t", "x", "y", "p"))
   frames = jax.vmap(lambda e: event_frame_jax(e, (32, 32)))(pe)
@@ -203,14 +203,28 @@ def test_to_padded_events_feeds_the_renderer(examples):
   ev = b["events"]
   i = int(np.argmax(ev["valid"][0]))
   assert frames[0, ev["p"][0, i], ev["y"][0, i], ev["x"][0, i]] >= 1
-  # The documented device recipe runs on a real batch.
+  # The device recipe: render, then the example's own grayscale flag and occlusion.
   cfg = RenderConfig("voxel")
-  render = jax.vmap(lambda e, w: render_image(e, (32, 32), cfg, t_start_us=0, t_end_us=w))
-  x = da.grayscale(render(pe, b["window_us"]), b["event_grayscale"])
-  x = da.imagenet_normalize(da.paint_occlusion(x, b["event_occlusion"],
-                                               b["event_occlusion_colour"]))
-  assert x.shape == (4, 32, 32, 3) and np.isfinite(np.asarray(x)).all()
-  views = ip.to_padded_events(ip.make_dataset(examples, task="ssmer", train=True,
+  x = np.asarray(jax.jit(da.cmfa_event_images, static_argnums=(1, 2))(
+      ip.split_host_fields(b)[0], 32, cfg))
+  assert x.shape == (4, 32, 32, 3) and np.isfinite(x).all()
+  for i in range(4):
+    e = jax.tree.map(lambda a: a[i], pe)
+    want = np.array(render_image(e, (32, 32), cfg, t_start_us=0, t_end_us=b["window_us"][i]))
+    if b["event_grayscale"][i]:
+      want = np.repeat((want @ np.array([0.299, 0.587, 0.114]))[..., None], 3, -1)
+    x0, y0, x1, y1 = b["event_occlusion"][i]
+    yy, xx = np.mgrid[0:32, 0:32]
+    inside = (xx >= x0) & (xx < x1) & (yy >= y0) & (yy < y1)
+    want[inside] = b["event_occlusion_colour"][i]
+    want = (want - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
+    np.testing.assert_allclose(x[i], want, atol=1e-4)
+  sb = ip.make_dataset(examples, task="ssmer", train=True, global_batch_size=2,
+                       augment_config=SSMER)[0]
+  kinds = tuple(RenderConfig(k) for k in ("frame", "voxel", "time_surface"))
+  v = np.asarray(da.ssmer_view_images(sb, 32, kinds))
+  assert v.shape == (2, 3, 32, 32, 3) and np.isfinite(v).all()
+  views = da.to_padded_events(ip.make_dataset(examples, task="ssmer", train=True,
                                               global_batch_size=2, augment_config=SSMER)[0]
                               ["views"])
   assert views.x.shape == (2, 3, CAPACITY) and views.valid.dtype == np.bool_
