@@ -50,6 +50,18 @@ def build(dataset: str, data_dir: str, *, config: str | None = None,
 FLAGS = flags.FLAGS
 
 
+def ensure_built(dataset: str, data_dir: str) -> dict:
+  """Builds `dataset` (name or name/config) unless a complete build is in data_dir already.
+
+  Returns the build report ({} when nothing was built).
+  """
+  data_dir = os.path.expanduser(data_dir)
+  if registry.is_built(dataset, data_dir=data_dir):
+    return {}
+  print(f"Building {dataset} into {data_dir} (first use only)...", flush=True)
+  return build(dataset, data_dir)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")

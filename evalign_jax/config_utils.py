@@ -31,3 +31,37 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     out[key] = type(defaults[key])(value) if defaults[key] is not None else value
   out.lock()
   return out
+
+
+def training_base(stage: str, *, dataset: str = "synthetic_faces") -> ml_collections.ConfigDict:
+  """Fields every training stage has (data, logging, checkpoints, precision)."""
+  c = ml_collections.ConfigDict()
+  c.stage = stage
+  c.dataset = dataset                  # name or name/config; built on first use if absent
+  c.data_dir = "~/evalign_data"
+  c.seed = 0
+  c.num_workers = 0                    # grain worker processes
+  c.dtype = "float32"                  # compute dtype: "float32" or "bfloat16" (params f32)
+  c.total_steps = 0                    # 0: num_epochs x steps per epoch
+  c.log_every = 20
+  c.eval_every = 500
+  c.checkpoint = dict(every=500, keep=2)
+  c.render = dict(kind="frame", num_bins=5, convention="e2vid", tau_us=30_000.0)
+  return c
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """Loads and locks `configs/<file>.py[:variant]` (relative to the repository) like --config."""
+  import importlib.util   # pylint: disable=g-import-not-at-top
+  import os   # pylint: disable=g-import-not-at-top
+  path, _, variant = spec.partition(":")
+  if not os.path.isabs(path) and not os.path.exists(path):
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{spec}: no such config file")
+  module_spec = importlib.util.spec_from_file_location("_evalign_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  config = module.get_config(variant or None)
+  config.lock()   # as --config does: a mistyped field is an error
+  return config

@@ -7,6 +7,9 @@ overridden on the command line, e.g. `--config.simulator.seed=3`. The config is 
 mistyped field is an error, not a silent default.
 """
 
+import os
+
+import jax
 from absl import app
 from absl import flags
 from absl import logging
@@ -20,9 +23,20 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs and check
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def enable_compilation_cache() -> None:
+  """Keeps compiled XLA programs on disk: a rerun, a resumed run or a later stage with the same
+  program skips compilation (minutes for the HRNet steps on a CPU). EVALIGN_JAX_CACHE sets the
+  folder; EVALIGN_JAX_CACHE="" turns it off."""
+  path = os.environ.get("EVALIGN_JAX_CACHE", os.path.expanduser("~/.cache/evalign_jax/xla"))
+  if path:
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  enable_compilation_cache()
   config = _CONFIG.value
   logging.info("stage %s, config:\n%s", config.stage, config)
   stages.get_stage(config.stage)(config, _WORKDIR.value)

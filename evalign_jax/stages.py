@@ -12,6 +12,11 @@ from typing import Callable
 STAGES: dict[str, str] = {
     "events_demo": "evalign_jax.tools.events_demo:run",
     "pipeline_demo": "evalign_jax.tools.pipeline_demo:run",
+    "rgb_slpt": "evalign_jax.trainers.alignment:train",
+    "cmfa": "evalign_jax.trainers.alignment:train",
+    "ssmer": "evalign_jax.trainers.ssmer:train",
+    "eval": "evalign_jax.trainers.evaluate:run",
+    "quickstart": "evalign_jax.trainers.quickstart:run",
 }
 
 

@@ -4,12 +4,19 @@ Four CPU devices, so sharding code is tested on a real (if small) mesh; this mus
 anything initialises a JAX backend, hence at conftest import time.
 """
 
+import os
 import sys
+import tempfile
 
 import jax
 from absl import flags
 
 jax.config.update("jax_num_cpu_devices", 4)
+# One compilation cache for the session: stages that compile the same program (validation in
+# training and the eval stage, say) compile it once.
+jax.config.update("jax_compilation_cache_dir",
+                  os.path.join(tempfile.gettempdir(), f"evalign_jax_test_cache_{os.getuid()}"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 # grain's worker processes read absl flags; outside absl.app.run nothing parses them.
 if not flags.FLAGS.is_parsed():

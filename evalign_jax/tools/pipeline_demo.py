@@ -18,24 +18,13 @@ import time
 import cv2
 import jax
 import numpy as np
-from absl import logging
 
 from data_pipelines import augment
 from data_pipelines import device_augment as da
 from data_pipelines import input_pipeline as ip
 from data_pipelines import landmarks as lm
-from data_pipelines import registry
-from data_pipelines.build import build
+from data_pipelines.build import ensure_built
 from evalign_jax.events import images
-
-
-def ensure_dataset(dataset: str, data_dir: str) -> dict:
-  """Builds `dataset` (name or name/config) into data_dir unless a complete build is there."""
-  if registry.is_built(dataset, data_dir=data_dir):
-    return {}
-  logging.info("building %s into %s (first use)", dataset, data_dir)
-  print(f"Building {dataset} into {data_dir} (first use only)...", flush=True)
-  return build(dataset, data_dir)
 
 
 def _timed_batches(it, n: int) -> tuple[list, float]:
@@ -62,7 +51,7 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 def run(config, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   data_dir = os.path.expanduser(config.data_dir)
-  report = ensure_dataset(config.dataset, data_dir)
+  report = ensure_built(config.dataset, data_dir)
   source = ip.make_source(config.dataset, data_dir, "train")
   size = config.cmfa_image_size
   event_cfg = images.RenderConfig(kind=config.render.kind, num_bins=config.render.num_bins,

@@ -1,0 +1,26 @@
+"""Models: the HRNet backbone, SLPT / CMFA landmark aligners, and SSMER's SimSiam."""
+
+from evalign_jax.models.hrnet import HRNet
+from evalign_jax.models.hrnet import body_filter
+from evalign_jax.models.simsiam import FrozenParam
+from evalign_jax.models.simsiam import SimSiam
+from evalign_jax.models.simsiam import encoder_body_state
+from evalign_jax.models.simsiam import load_encoder_body
+from evalign_jax.models.simsiam import negative_cosine
+from evalign_jax.models.simsiam import simsiam_loss
+from evalign_jax.models.slpt import CMFA
+from evalign_jax.models.slpt import SLPT
+from evalign_jax.models.slpt import Buffer
+from evalign_jax.models.slpt import RGBBranch
+from evalign_jax.models.slpt import SparsePatchAligner
+from evalign_jax.models.slpt import bilinear_sample
+from evalign_jax.models.slpt import rgb_branch_from_slpt
+from evalign_jax.models.slpt import roi_sample_points
+from evalign_jax.models.slpt import sample_patches
+
+__all__ = [
+    "Buffer", "CMFA", "FrozenParam", "HRNet", "RGBBranch", "SLPT", "SimSiam", "SparsePatchAligner",
+    "bilinear_sample", "body_filter", "encoder_body_state", "load_encoder_body",
+    "negative_cosine", "rgb_branch_from_slpt", "roi_sample_points", "sample_patches",
+    "simsiam_loss",
+]

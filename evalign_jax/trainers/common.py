@@ -1,0 +1,274 @@
+"""What every training stage shares: data, the loop, checkpoints, evaluation output.
+
+A stage supplies a model, an optimizer, a jitted pure `train_step(state, batch)` over
+`nnx.split((model, optimizer))` state, and optionally an evaluation function; `run_training`
+does the rest: resume from the newest checkpoint of the same workdir, log, evaluate, save
+(latest N + best by validation NME) and export the final model for the next stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+
+from data_pipelines import augment
+from data_pipelines import input_pipeline as ip
+from data_pipelines import landmarks as lm
+from data_pipelines.build import ensure_built
+from evalign_jax import checkpoints
+from evalign_jax import metric_writers
+from evalign_jax.events import images as event_images
+
+EXPORT_DIR = "export"
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+def data_dir(config) -> str:
+  return os.path.expanduser(config.data_dir)
+
+
+def prepare_dataset(config) -> None:
+  """Builds the config's dataset on first use (the embedded one needs no download)."""
+  ensure_built(config.dataset, data_dir(config))
+
+
+def render_config(config) -> event_images.RenderConfig:
+  r = config.render
+  return event_images.RenderConfig(kind=r.kind, num_bins=r.num_bins, convention=r.convention,
+                                   tau_us=r.tau_us)
+
+
+def mean_shape(source, image_size: int, max_examples: int = 2000) -> np.ndarray:
+  """(K, 2) mean landmarks of the training set in [0, 1] crop coordinates.
+
+  Uses the evaluation crop (1.2 x box, no augmentation), the frame the models see; an evenly
+  spaced subset of at most `max_examples` examples is enough for a mean.
+  """
+  cfg = augment.AlignmentAugment(out_size=image_size)
+  idx = np.linspace(0, len(source) - 1, min(len(source), max_examples)).astype(int)
+  pts = [augment.alignment_example(source[int(i)], None, cfg, train=False)["landmarks"]
+         for i in idx]
+  return (np.mean(pts, axis=0) / image_size).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss and schedules
+
+
+def alignment_loss(preds: jax.Array, gt: jax.Array, mask: jax.Array,
+                   stage_weights=(0.2, 0.3, 0.5)) -> jax.Array:
+  """SLPT/CMFA deep-supervised loss.
+
+  Args:
+    preds: (B, S, L, K, 2) landmarks of every stage S and decoder layer L, any unit.
+    gt: (B, K, 2) in the same unit.
+    mask: (B,) 1 for real examples, 0 for padding.
+    stage_weights: weight of each stage's loss.
+
+  Returns:
+    sum_s w_s * mean over (images, layers) of mean_k ||pred - gt|| / ||gt60 - gt72||.
+  """
+  io = jnp.linalg.norm(gt[:, lm.LEFT_EYE_OUTER] - gt[:, lm.RIGHT_EYE_OUTER], axis=-1)
+  err = jnp.linalg.norm(preds.astype(jnp.float32) - gt[:, None, None], axis=-1).mean(-1)
+  per_image = err / jnp.maximum(io, 1e-6)[:, None, None]            # (B, S, L)
+  per_stage = jnp.sum(per_image.mean(-1) * mask[:, None], 0) / jnp.maximum(mask.sum(), 1.0)
+  return jnp.sum(per_stage * jnp.asarray(stage_weights, jnp.float32))
+
+
+def step_decay(base_lr: float, steps_per_epoch: int, decay_epochs, factor: float = 0.1):
+  """Multiplies the rate by `factor` at each epoch in `decay_epochs` (MultiStepLR)."""
+  return optax.piecewise_constant_schedule(
+      base_lr, {int(e * steps_per_epoch): factor for e in decay_epochs})
+
+
+def epoch_cosine(base_lr: float, steps_per_epoch: int, num_epochs: int):
+  """SimSiam's schedule: lr * (1 + cos(pi * epoch / epochs)) / 2, constant within an epoch."""
+  def schedule(step):
+    epoch = jnp.floor(step / steps_per_epoch)
+    return base_lr * 0.5 * (1.0 + jnp.cos(jnp.pi * epoch / num_epochs))
+  return schedule
+
+
+def compute_dtype(name: str):
+  return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclasses.dataclass
+class Stage:
+  """A training stage as `run_training` needs it.
+
+  Attributes:
+    name: for progress lines.
+    graphdef, state: `nnx.split((model, optimizer))`.
+    train_step: jitted (state, batch) -> (state, metrics dict of scalars).
+    train_iter: the grain iterator of training batches (checkpointed with the state).
+    total_steps: steps of the whole run.
+    evaluate: optional (state) -> metrics dict (e.g. {"val_nme": ...}); lower val_nme is
+      better.
+    export_model: (state) -> the model to export at the end (for `init_from`).
+  """
+
+  name: str
+  graphdef: Any
+  state: Any
+  train_step: Callable
+  train_iter: Any
+  total_steps: int
+  evaluate: Callable | None = None
+  export_model: Callable | None = None
+
+
+def run_training(stage: Stage, config, workdir: str) -> dict:
+  """Trains to `stage.total_steps`, resuming from `workdir` if it holds checkpoints.
+
+  Returns the last evaluation metrics (or {}).
+  """
+  os.makedirs(workdir, exist_ok=True)
+  config_dict = json.loads(config.to_json())
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(config_dict, f, indent=2)
+  ckpts = checkpoints.TrainCheckpoints(
+      workdir, keep=config.checkpoint.keep,
+      best_metric="val_nme" if stage.evaluate is not None else None)
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), stage.state)
+  restored = ckpts.restore_latest(abstract, stage.train_iter)
+  step = 0
+  state = stage.state
+  if restored is not None:
+    step, state = restored
+    print(f"[{stage.name}] resumed from step {step} in {workdir}", flush=True)
+  writer = metric_writers.MetricWriter(workdir)
+  progress = metric_writers.Progress(stage.name, stage.total_steps, step,
+                                     every=config.log_every)
+  last_eval = {}
+  t_input = 0.0   # host seconds spent waiting for batches since the last log line
+  try:
+    while step < stage.total_steps:
+      t0 = time.perf_counter()
+      batch, _ = ip.split_host_fields(next(stage.train_iter))
+      t_input += time.perf_counter() - t0
+      state, metrics = stage.train_step(state, batch)
+      step += 1
+      if step % config.log_every == 0 or step == stage.total_steps:
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if not all(np.isfinite(v) for v in metrics.values()):
+          raise FloatingPointError(
+              f"[{stage.name}] non-finite training metrics at step {step}: {metrics}; no "
+              "checkpoint of this step was saved")
+        # Host seconds per step waiting for input: near the step time means input-bound.
+        metrics["input_s_per_step"] = t_input / config.log_every
+        metrics["steps_per_s"] = progress.rate(step)
+        writer.write(step, metrics)
+        progress.update(step, {k: metrics[k] for k in ("loss", "lr") if k in metrics},
+                        force=True)
+        t_input = 0.0
+      if step == 1:
+        progress.restart_clock(step)   # the first step includes compilation
+      evaluate_now = stage.evaluate is not None and (
+          step % config.eval_every == 0 or step == stage.total_steps)
+      if evaluate_now:
+        last_eval = stage.evaluate(state)
+        writer.write(step, last_eval)
+        print(f"[{stage.name}] step {step}: " + "  ".join(
+            f"{k}={v:.4g}" for k, v in last_eval.items()), flush=True)
+      if step % config.checkpoint.every == 0 or step == stage.total_steps:
+        ckpts.save(step, state, stage.train_iter, config_dict,
+                   metrics=last_eval if evaluate_now else None)
+    ckpts.wait()
+  finally:
+    ckpts.close()
+    writer.close()
+  if stage.export_model is not None:
+    export(stage.export_model(_best_or_final(workdir, stage, state)), config_dict,
+           os.path.join(workdir, EXPORT_DIR))
+  return last_eval
+
+
+def _best_or_final(workdir: str, stage: Stage, state):
+  """The best validation state if one was saved, else the final state."""
+  best = os.path.join(workdir, "best")
+  if stage.evaluate is not None and os.path.isdir(best):
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
+    try:
+      return checkpoints.restore_state(best, abstract)[1]
+    except FileNotFoundError:
+      pass
+  return state
+
+
+def export(model: nnx.Module, config: dict, directory: str) -> None:
+  """Writes the model's state and the config that built it, for `init_from` and `eval`.
+
+  Written beside the target and renamed into place, so a crash never leaves half an export.
+  """
+  from evalign_jax.models import checkpoint_io   # pylint: disable=g-import-not-at-top
+  tmp = f"{directory}.tmp-{os.getpid()}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  checkpoint_io.save_model_state(os.path.join(tmp, "state"), model)
+  with open(os.path.join(tmp, "config.json"), "w") as f:
+    json.dump(config, f, indent=2)
+  shutil.rmtree(directory, ignore_errors=True)
+  os.replace(tmp, directory)
+  logging.info("exported the model to %s", directory)
+
+
+def load_exported(path: str) -> tuple[nnx.Module, dict]:
+  """(model, config) from an export folder or a stage workdir (or an import_torch output)."""
+  from evalign_jax.models import checkpoint_io   # pylint: disable=g-import-not-at-top
+  directory = export_dir(path)
+  config_path = os.path.join(directory, "config.json")
+  if not os.path.exists(config_path):
+    raise FileNotFoundError(f"{path}: no exported model (expected {config_path}); give a "
+                            "finished stage's workdir, its export/ folder or an import_torch "
+                            "output")
+  with open(config_path) as f:
+    config = json.load(f)
+  model = _model_factory(config)
+  checkpoint_io.load_model_state(os.path.join(directory, "state"), model)
+  return model, config
+
+
+def _model_factory(config: dict) -> nnx.Module:
+  """A model of the exported kind, ready for its state to be loaded.
+
+  Built for real: the initialisers draw with numpy, which is faster than nnx.eval_shape here.
+  """
+  from evalign_jax.trainers import alignment   # pylint: disable=g-import-not-at-top
+  from evalign_jax.trainers import ssmer   # pylint: disable=g-import-not-at-top
+  kind = config.get("model")
+  if kind == "ssmer":
+    return ssmer.build_model(config)
+  if kind in alignment.MODELS:
+    shape = np.zeros((config["num_landmarks"], 2), np.float32)   # the real one is in the state
+    return alignment.build_model(kind, shape, config)
+  raise ValueError(f"unknown model kind {kind!r} in the exported config")
+
+
+def export_dir(path: str) -> str:
+  """A stage workdir or an export folder -> the export folder."""
+  path = os.path.expanduser(path)
+  candidate = os.path.join(path, EXPORT_DIR)
+  return candidate if os.path.isdir(candidate) else path
+
+
+def exported_config(path: str) -> dict:
+  with open(os.path.join(export_dir(path), "config.json")) as f:
+    return json.load(f)

@@ -1,0 +1,121 @@
+"""Stage `eval`: any exported model (or the mean shape) on a dataset split.
+
+Writes to the workdir `results.json` (every metric: NME / FR@0.1 / AUC@0.1, per subset, per
+video NME and flicker for video datasets, the paper's per-landmark variant on request), `ced.png`
+and `worst.png` (the worst examples, ground truth green, prediction red), and prints a table.
+98-point predictions on a 5-point dataset (E-SIE) use points 54, 76, 82, 96, 97 and the
+inter-pupil distance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from data_pipelines import input_pipeline as ip
+from evalign_jax.evaluators import metrics
+from evalign_jax.evaluators import plots
+from evalign_jax.trainers import alignment
+from evalign_jax.trainers import common
+
+MEAN_SHAPE = "mean_shape"
+
+
+def predictions(checkpoint: str, config) -> dict:
+  """Predictions and labels on config.split from an export/workdir, or the mean shape."""
+  common.prepare_dataset(config)
+  source = ip.make_source(config.dataset, common.data_dir(config), config.split)
+  if checkpoint == MEAN_SHAPE:
+    size = config.image_size
+    train = ip.make_source(config.dataset, common.data_dir(config), "train")
+    shape = common.mean_shape(train, size) * size
+    out = _labels(alignment.eval_dataset(config, size, source))
+    out["pred"] = np.broadcast_to(shape, (len(out["gt"]),) + shape.shape).copy()
+    return out
+  model, cfg = common.load_exported(checkpoint)
+  kind = cfg["model"]
+  if kind not in alignment.MODELS:
+    raise ValueError(f"{checkpoint}: a {kind!r} model does not predict landmarks; give an "
+                     f"export of one of {alignment.MODELS}")
+  # The crop size and event rendering the model was trained with.
+  size = cfg["image_size"]
+  render = common.render_config(ml_collections.ConfigDict(cfg))
+  graphdef, state = nnx.split(model)
+  predict = alignment.make_predict(graphdef, kind, size, render)
+  return alignment.predict_split(predict, state, alignment.eval_dataset(config, size, source))
+
+
+def _labels(ds) -> dict:
+  out = {k: [] for k in ("gt", "clip_id", "frame_index", "subset", "image")}
+  for batch in ds:
+    keep = np.asarray(batch["example_mask"])
+    out["gt"].append(batch["landmarks"][keep])
+    out["image"].append(batch["image"][keep])
+    for k in ("clip_id", "frame_index", "subset"):
+      out[k].append(np.asarray(batch[k])[keep])
+  return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def summarize(res: dict, config) -> dict:
+  norm = config.norm
+  if norm == "auto":
+    norm = "inter_pupil" if res["gt"].shape[1] == 5 else "inter_ocular"
+  subsets = {s.decode(): res["subset"] == s for s in np.unique(res["subset"]) if s}
+  return metrics.summarize(res["pred"], res["gt"], norm_kind=norm, video_ids=res["clip_id"],
+                           frame_index=res["frame_index"], subsets=subsets or None,
+                           paper_variant=config.paper_variant)
+
+
+def per_image_nmes(res: dict, norm_kind: str) -> np.ndarray:
+  pred = res["pred"]
+  if pred.shape[1] == 98 and res["gt"].shape[1] == 5:
+    pred = metrics.esie_from_wflw(pred)
+  return metrics.per_image_nme(pred, res["gt"], metrics.normalizer(res["gt"], norm_kind))
+
+
+def run(config, workdir: str) -> dict:
+  os.makedirs(workdir, exist_ok=True)
+  res = predictions(config.checkpoint, config)
+  summary = summarize(res, config)
+  name = "mean shape" if config.checkpoint == MEAN_SHAPE else os.path.basename(
+      os.path.normpath(config.checkpoint))
+  nmes = per_image_nmes(res, summary["norm_kind"])
+  plots.plot_ced({name: nmes}, os.path.join(workdir, "ced.png"))
+  worst = np.argsort(nmes)[::-1][:config.num_worst]
+  plots.draw_predictions(res["image"][worst], _to_gt_layout(res)[worst], res["gt"][worst],
+                         os.path.join(workdir, "worst.png"),
+                         titles=[f"{100 * nmes[i]:.1f}%" for i in worst])
+  result = {"checkpoint": config.checkpoint, "dataset": config.dataset, "split": config.split,
+            **summary}
+  tmp = os.path.join(workdir, "results.json.tmp")
+  with open(tmp, "w") as f:
+    json.dump(result, f, indent=2)
+  os.replace(tmp, os.path.join(workdir, "results.json"))
+  print(format_table({name: summary}))
+  if "per_subset" in summary:
+    print(format_table(summary["per_subset"], title="subset"))
+  print(f"wrote {workdir}/results.json, ced.png, worst.png")
+  return result
+
+
+def _to_gt_layout(res: dict) -> np.ndarray:
+  pred = res["pred"]
+  return metrics.esie_from_wflw(pred) if pred.shape[1] == 98 and res["gt"].shape[1] == 5 \
+      else pred
+
+
+def format_table(rows: dict, title: str = "model") -> str:
+  width = max([len(title)] + [len(k) for k in rows])
+  lines = [f"{title:<{width}}  {'NME %':>7}  {'FR@0.1 %':>8}  {'AUC@0.1':>7}  {'images':>6}",
+           "-" * (width + 36)]
+  for name, m in rows.items():
+    if m.get("nme") is None:
+      continue
+    n = m.get("num_images", m.get("n", 0))
+    lines.append(f"{name:<{width}}  {m['nme']:>7.2f}  {m['fr']:>8.2f}  {m['auc']:>7.4f}  "
+                 f"{n:>6}")
+  return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""Stage `ssmer`: SimSiam pretraining of the event backbone on multiple event representations.
+
+Each training example gives three independently augmented views of the same events (host:
+random resized crop + flip of coordinates), rendered on device as frame, voxel grid and time
+surface, then photometrically augmented (MoCo-v2) on device. Each view is encoded once (3
+encoder passes per step, where the official code runs 6 for its 3 pairs; the loss is the same):
+loss = sum over pairs (frame, voxel), (voxel, time surface), (frame, time surface) of the
+symmetric negative cosine with stop-gradient on the projections. SGD (momentum 0.9, weight
+decay 1e-4), lr 0.05 x batch / 256 with SimSiam's per-epoch cosine. The export holds the whole
+SimSiam model; `cmfa` takes its encoder body.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import optax
+from flax import nnx
+
+from data_pipelines import augment
+from data_pipelines import device_augment as da
+from data_pipelines import input_pipeline as ip
+from evalign_jax import models
+from evalign_jax.events import images as event_images
+from evalign_jax.trainers import common
+
+
+def view_configs(config) -> tuple[event_images.RenderConfig, ...]:
+  r = config.render
+  return tuple(event_images.RenderConfig(kind=k, num_bins=r.num_bins, convention=r.convention,
+                                         tau_us=r.tau_us) for k in config.representations)
+
+
+def build_model(config: dict, seed: int = 0) -> nnx.Module:
+  return models.SimSiam(dtype=common.compute_dtype(config["dtype"]), rngs=nnx.Rngs(seed),
+                        **dict(config.get("model_size") or {}))
+
+
+def make_train_step(graphdef, image_size: int, views, lr):
+  """jitted (state, batch) -> (state, {"loss", "lr"}) over nnx.split((model, optimizer))."""
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def train_step(state, batch):
+    model, optimizer = nnx.merge(graphdef, state)
+    model.train()
+    x = da.ssmer_view_images(batch, image_size, views)               # (B, V, H, W, 3)
+
+    def loss_fn(model):
+      # One encoder pass per view (not per pair), each over its own batch so BatchNorm sees
+      # the same statistics as the official per-pair passes: the loss is identical.
+      zs, ps = zip(*(model(x[:, v]) for v in range(x.shape[1])))
+      return models.simsiam_loss(ps, zs)
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return nnx.state((model, optimizer)), {"loss": loss, "lr": lr(optimizer.step[...] - 1)}
+
+  return train_step
+
+
+def train(config, workdir: str) -> dict:
+  common.prepare_dataset(config)
+  # SSMER never looks at the RGB: skip its JPEG decoding, most of the host cost.
+  source = ip.make_source(config.dataset, common.data_dir(config), "train", decode_image=False)
+  size = config.image_size
+  views = view_configs(config)
+  model = build_model(config, config.seed)
+
+  steps_per_epoch = max(1, len(source) // config.batch_size)
+  total_steps = config.total_steps or int(config.num_epochs * steps_per_epoch)
+  base_lr = config.optimizer.lr * config.batch_size / 256
+  lr = common.epoch_cosine(base_lr, steps_per_epoch, max(1, total_steps // steps_per_epoch))
+  tx = optax.chain(optax.add_decayed_weights(config.optimizer.weight_decay),
+                   optax.sgd(lr, momentum=config.optimizer.momentum))
+  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  graphdef, state = nnx.split((model, optimizer))
+
+  train_step = make_train_step(graphdef, size, views, lr)
+
+  ds = ip.make_dataset(source, task="ssmer", train=True, global_batch_size=config.batch_size,
+                       seed=config.seed, augment_config=augment.SsmerAugment(
+                           out_size=size, num_views=len(views)))
+  stage = common.Stage(
+      name="ssmer", graphdef=graphdef, state=state, train_step=train_step,
+      train_iter=ip.make_iterator(ds, config.num_workers), total_steps=total_steps,
+      export_model=lambda s: nnx.merge(graphdef, s)[0])
+  print(f"[ssmer] {len(source)} unlabelled windows, views {tuple(config.representations)}, "
+        f"batch {config.batch_size}, {total_steps} steps", flush=True)
+  return common.run_training(stage, config, workdir)

@@ -1,0 +1,134 @@
+"""Loss, schedules, checkpoints and metric files of the training loop, against hand values."""
+
+import json
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from evalign_jax import checkpoints
+from evalign_jax import config_utils
+from evalign_jax import metric_writers
+from evalign_jax.trainers import common
+
+
+def test_alignment_loss_by_hand():
+  gt = np.zeros((2, 98, 2), np.float32)
+  gt[:, 60] = [0.0, 0.0]
+  gt[:, 72] = [2.0, 0.0]                     # inter-ocular distance 2
+  preds = np.broadcast_to(gt[:, None, None], (2, 3, 6, 98, 2)).copy()
+  preds[0, :, :, 5] += [0.0, 98 * 0.5]       # image 0: one point off by 49 -> mean 0.5 -> /2
+  preds[1, 2, 0] += [0.0, 0.2]               # image 1: stage 3, layer 0, all points off by 0.2
+  mask = np.ones(2, np.float32)
+  loss = common.alignment_loss(jnp.asarray(preds), jnp.asarray(gt), jnp.asarray(mask))
+  # Stage s: mean over images and layers; image 0 contributes 0.25 in every stage and layer,
+  # image 1 contributes 0.1 in one of stage 3's 6 layers.
+  want = 0.2 * (0.25 / 2) + 0.3 * (0.25 / 2) + 0.5 * ((0.25 + 0.1 / 6) / 2)
+  np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+  # A padded example does not count.
+  loss_masked = common.alignment_loss(jnp.asarray(preds), jnp.asarray(gt),
+                                      jnp.asarray([1.0, 0.0]))
+  np.testing.assert_allclose(float(loss_masked), 0.25, rtol=1e-5)
+
+
+def test_schedules():
+  sched = common.step_decay(1e-4, steps_per_epoch=10, decay_epochs=(120, 140))
+  assert float(sched(1199)) == pytest.approx(1e-4)
+  assert float(sched(1200)) == pytest.approx(1e-5)
+  assert float(sched(1400)) == pytest.approx(1e-6)
+  cos = common.epoch_cosine(0.1, steps_per_epoch=5, num_epochs=4)
+  # Constant within an epoch: epoch e has 0.1 * (1 + cos(pi e / 4)) / 2.
+  for step, epoch in ((0, 0), (4, 0), (5, 1), (19, 3)):
+    assert float(cos(step)) == pytest.approx(0.05 * (1 + np.cos(np.pi * epoch / 4)))
+
+
+class Tiny(nnx.Module):
+
+  def __init__(self, rngs):
+    self.dense = nnx.Linear(3, 2, rngs=rngs)
+    self.bn = nnx.BatchNorm(2, rngs=rngs)
+
+  def __call__(self, x):
+    return self.bn(self.dense(x))
+
+
+def tiny_state(seed=0):
+  model = Tiny(nnx.Rngs(seed))
+  opt = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+  return nnx.split((model, opt))
+
+
+def test_checkpoints_latest_best_and_iterator(tmp_path):
+  graphdef, state = tiny_state()
+  ds = grain.MapDataset.range(100).batch(4)
+  it = iter(ds.to_iter_dataset())
+  ckpts = checkpoints.TrainCheckpoints(str(tmp_path), keep=2, async_save=False)
+  saved = {}
+  for step, nme in ((1, 5.0), (2, 3.0), (3, 4.0)):
+    next(it)
+    state = jax.tree.map(lambda a: a + 1 if jnp.issubdtype(a.dtype, jnp.floating) else a, state)
+    saved[step] = state
+    ckpts.save(step, state, it, {"stage": "test"}, metrics={"val_nme": nme})
+  ckpts.wait()
+  expected_next = next(it)
+  ckpts.close()
+  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [2, 3]
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
+  step, best, config = checkpoints.restore_state(str(tmp_path / "best"), abstract)
+  assert step == 2 and config == {"stage": "test"}   # val_nme 3.0 was the best
+  jax.tree.map(np.testing.assert_array_equal, best, saved[2])
+  # A rerun restores the latest state and moves the data iterator to the same position.
+  it2 = iter(ds.to_iter_dataset())
+  again = checkpoints.TrainCheckpoints(str(tmp_path), keep=2, async_save=False)
+  step, restored = again.restore_latest(abstract, it2)
+  again.close()
+  assert step == 3
+  jax.tree.map(np.testing.assert_array_equal, restored, saved[3])
+  np.testing.assert_array_equal(next(it2), expected_next)
+
+
+def test_incomplete_checkpoint_is_not_restored(tmp_path):
+  graphdef, state = tiny_state()
+  it = iter(grain.MapDataset.range(10).to_iter_dataset())
+  ckpts = checkpoints.TrainCheckpoints(str(tmp_path), keep=2, best_metric=None,
+                                       async_save=False)
+  ckpts.save(1, state, it, {})
+  ckpts.close()
+  # Orbax writes a step into "<step>.orbax-checkpoint-tmp-<n>" and renames it when complete;
+  # a crash mid-write leaves such a folder behind.
+  partial = tmp_path / "checkpoints" / "2.orbax-checkpoint-tmp-1234"
+  (partial / "state").mkdir(parents=True)
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
+  again = checkpoints.TrainCheckpoints(str(tmp_path), keep=2, best_metric=None)
+  restored = again.restore_latest(abstract, iter(grain.MapDataset.range(10).to_iter_dataset()))
+  again.close()
+  assert restored is not None and restored[0] == 1
+
+
+def test_metric_writer_and_progress(tmp_path, capsys):
+  w = metric_writers.MetricWriter(str(tmp_path))
+  w.write(10, {"loss": np.float32(0.5)})
+  w.write(20, {"loss": 0.25, "val_nme": 7.0})
+  w.close()
+  lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert lines == [{"step": 10, "loss": 0.5}, {"step": 20, "loss": 0.25, "val_nme": 7.0}]
+  assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tensorboard").iterdir())
+  p = metric_writers.Progress("demo", total_steps=100, every=10)
+  p.update(10, {"loss": 1.0})
+  out = capsys.readouterr().out
+  assert "[demo] step 10/100 (10%)" in out and "steps/s" in out and "ETA" in out
+
+
+@pytest.mark.parametrize("spec", [
+    "configs/rgb_slpt.py", "configs/rgb_slpt.py:runlocal", "configs/cmfa.py",
+    "configs/cmfa.py:runlocal,model=slpt_event", "configs/ssmer.py:runlocal", "configs/eval.py",
+    "configs/quickstart.py", "configs/pipeline_demo.py", "configs/events_demo.py"])
+def test_configs_load_and_are_locked(spec):
+  config = config_utils.load_config(spec)
+  assert config.stage
+  with pytest.raises(AttributeError):
+    config.not_a_field = 1
