@@ -66,6 +66,17 @@ def fake_ssmer_batch(rng, batch: int, capacity: int, events: int, size: int) -> 
   }
 
 
+def _stepper(step, state, batch):
+  """A no-argument call running one (donating) train step to completion, and its state box."""
+  holder = {"state": state}
+
+  def run():
+    holder["state"], metrics = step(holder["state"], batch)
+    jax.block_until_ready(metrics)
+
+  return run, holder
+
+
 def our_steps(args, dtype: str) -> dict:
   """name -> (callable running one step and blocking, images per call)."""
   rng = np.random.default_rng(0)
@@ -82,12 +93,7 @@ def our_steps(args, dtype: str) -> dict:
                                    optax.constant_schedule(1e-4), wrt)
   batch = jax.device_put(fake_cmfa_batch(rng, args.batch, args.image_size, args.capacity,
                                          args.events))
-  holder = {"state": state}
-
-  def cmfa_train():
-    holder["state"], metrics = step(holder["state"], batch)
-    jax.block_until_ready(metrics)
-
+  cmfa_train, holder = _stepper(step, state, batch)
   model_graphdef = nnx.split(model)[0]
   predict = alignment.make_predict(model_graphdef, "cmfa", args.image_size, render)
   # The training state is donated at every step: take the model's current state each time.
@@ -103,13 +109,7 @@ def our_steps(args, dtype: str) -> dict:
   sstep = ssmer.make_train_step(sgraphdef, args.ssmer_size, views, optax.constant_schedule(0.05))
   sbatch = jax.device_put(fake_ssmer_batch(rng, args.batch, args.capacity, args.events,
                                            args.ssmer_size))
-  sholder = {"state": sstate}
-
-  def ssmer_train():
-    sholder["state"], metrics = sstep(sholder["state"], sbatch)
-    jax.block_until_ready(metrics)
-
-  out["ssmer train"] = (ssmer_train, args.batch)
+  out["ssmer train"] = (_stepper(sstep, sstate, sbatch)[0], args.batch)
   return out
 
 

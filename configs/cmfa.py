@@ -10,36 +10,11 @@ representation, deep supervision 0.2/0.3/0.5. The frozen RGB branch's BatchNorm 
 mode; rgb_bn_train=True reproduces the official code, where its statistics keep updating.
 """
 
-from evalign_jax.config_utils import parse_arg, training_base
+from evalign_jax.config_utils import alignment_training, parse_arg
 
 
 def get_config(arg=None):
   arg = parse_arg(arg, runlocal=False, model="cmfa")
-  config = training_base("cmfa")
-  config.model = arg.model               # "cmfa" or "slpt_event" (the no-CMFA ablation)
-  config.num_landmarks = 98
-  config.image_size = 256
-  config.batch_size = 64
-  config.eval_batch_size = 32
-  config.num_epochs = 200
-  config.val_split = "validation"
-  config.optimizer = dict(lr=1e-4, decay_epochs=(120, 140))
-  config.loss = dict(stage_weights=(0.2, 0.3, 0.5))
-  # The paper's decoder; runlocal shrinks it (labelled as such) so 2 CPU cores can train it.
-  config.model_size = dict(d_model=256, num_heads=8, num_layers=6, ffn_dim=1024)
-  config.rgb_bn_train = False
-  # Workdirs or export folders of earlier stages; event_from may be empty (no SSMER).
-  config.init = dict(event_from="", rgb_from="")
-  if arg.runlocal:
-    config.dataset = "synthetic_faces/small"
-    config.image_size = 64
-    config.model_size = dict(d_model=128, num_heads=4, num_layers=2, ffn_dim=256,
-                             backbone_blocks=1)
-    config.batch_size = 8
-    config.eval_batch_size = 16
-    config.total_steps = 150
-    config.log_every = 25
-    config.eval_every = 150
-    config.checkpoint.every = 150
-    config.optimizer.lr = 1e-3
-  return config
+  # model: "cmfa", or "slpt_event" (the no-CMFA ablation).
+  return alignment_training("cmfa", arg.model, runlocal=arg.runlocal, batch_size=64,
+                            num_epochs=200, lr=1e-4)

@@ -65,3 +65,37 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   config = module.get_config(variant or None)
   config.lock()   # as --config does: a mistyped field is an error
   return config
+
+
+def alignment_training(stage: str, model: str, *, runlocal: bool, batch_size: int,
+                       num_epochs: int, lr: float) -> ml_collections.ConfigDict:
+  """The supervised alignment stages' config (rgb_slpt, cmfa, slpt_event).
+
+  runlocal: the small dataset, 64 px crops and a reduced decoder and backbone (one block per
+  HRNet branch, 2 decoder layers of width 128) so 2 CPU cores can train it; clearly not the
+  paper's model.
+  """
+  c = training_base(stage)
+  c.model = model
+  c.num_landmarks = 98
+  c.image_size = 256
+  c.batch_size = batch_size
+  c.eval_batch_size = 32
+  c.num_epochs = num_epochs
+  c.val_split = "validation"
+  c.optimizer = dict(lr=lr, decay_epochs=(120, 140))
+  c.loss = dict(stage_weights=(0.2, 0.3, 0.5))
+  c.model_size = dict(d_model=256, num_heads=8, num_layers=6, ffn_dim=1024)
+  c.rgb_bn_train = False
+  # Workdirs or export folders of earlier stages (cmfa needs rgb_from; event_from is SSMER).
+  c.init = dict(event_from="", rgb_from="")
+  if runlocal:
+    c.dataset = "synthetic_faces/small"
+    c.image_size = 64
+    c.model_size = dict(d_model=128, num_heads=4, num_layers=2, ffn_dim=256, backbone_blocks=1)
+    c.batch_size, c.eval_batch_size = 8, 16
+    c.total_steps = 150
+    c.log_every, c.eval_every = 25, 150
+    c.checkpoint.every = 150
+    c.optimizer.lr = 1e-3
+  return c
