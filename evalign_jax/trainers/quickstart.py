@@ -33,30 +33,37 @@ def _stage_config(spec: str, config, steps: int):
   return c
 
 
-def run(config, workdir: str) -> dict:
+def default_plan(workdir: str) -> list[tuple[str, str, dict]]:
+  """(stage name, runlocal config, init) in training order; the quick start's comparison."""
+  sub = lambda name: os.path.join(workdir, name)
+  return [
+      ("rgb_slpt", "configs/rgb_slpt.py:runlocal", {}),
+      ("ssmer", "configs/ssmer.py:runlocal", {}),
+      ("slpt_event", "configs/cmfa.py:runlocal,model=slpt_event", {}),
+      ("cmfa", "configs/cmfa.py:runlocal",
+       {"event_from": sub("ssmer"), "rgb_from": sub("rgb_slpt")}),
+  ]
+
+
+def run(config, workdir: str, plan=None, evaluated=("slpt_event", "cmfa")) -> dict:
+  """Trains `plan` (default: `default_plan`), evaluates the mean shape and `evaluated` on the
+  test split, prints the table and writes <workdir>/summary.json."""
   os.makedirs(workdir, exist_ok=True)
   start = time.perf_counter()
   sub = lambda name: os.path.join(workdir, name)
   common.prepare_dataset(config)
-  plan = [
-      ("rgb_slpt", "configs/rgb_slpt.py:runlocal", alignment.train, {}),
-      ("ssmer", "configs/ssmer.py:runlocal", ssmer.train, {}),
-      ("slpt_event", "configs/cmfa.py:runlocal,model=slpt_event", alignment.train, {}),
-      ("cmfa", "configs/cmfa.py:runlocal", alignment.train,
-       {"event_from": sub("ssmer"), "rgb_from": sub("rgb_slpt")}),
-  ]
-  for name, spec, train, init in plan:
+  for name, spec, init in plan or default_plan(workdir):
     c = _stage_config(spec, config, config.steps[name])
     for k, v in init.items():
       c.init[k] = v
     print(f"\n=== {name} ({c.total_steps} steps) ===", flush=True)
-    train(c, sub(name))
+    (ssmer.train if c.model == "ssmer" else alignment.train)(c, sub(name))
 
   rows = {}
-  for name, checkpoint in (("mean_shape", evaluate.MEAN_SHAPE), ("slpt_event", sub("slpt_event")),
-                           ("cmfa", sub("cmfa"))):
+  for name in ("mean_shape",) + tuple(evaluated):
     c = config_utils.load_config("configs/eval.py:runlocal")
-    c.dataset, c.data_dir, c.checkpoint = config.dataset, config.data_dir, checkpoint
+    c.dataset, c.data_dir = config.dataset, config.data_dir
+    c.checkpoint = evaluate.MEAN_SHAPE if name == "mean_shape" else sub(name)
     c.image_size, c.eval_batch_size = config.image_size, config.batch_size
     print(f"\n=== eval {name} ===", flush=True)
     result = evaluate.run(c, sub(f"eval_{name}"))
@@ -65,6 +72,6 @@ def run(config, workdir: str) -> dict:
   with open(os.path.join(workdir, "summary.json.tmp"), "w") as f:
     json.dump(rows, f, indent=2)
   os.replace(os.path.join(workdir, "summary.json.tmp"), os.path.join(workdir, "summary.json"))
-  print(f"\nQuick start on {config.dataset} (test split), {time.perf_counter() - start:.0f} s:")
+  print(f"\nResults on {config.dataset} (test split), {time.perf_counter() - start:.0f} s:")
   print(evaluate.format_table(rows))
   return rows
