@@ -1,0 +1,89 @@
+"""Landmarks on an event recording.
+
+  python -m evalign_jax.predict --checkpoint=workdir/slpt_event --events=rec.aedat4 \
+      --out=pred [--window_us=33333 [--stride_us=...] | --window_events=N] \
+      [--box=x0,y0,x1,y1] [--rgb=FRAMES_DIR_OR_VIDEO [--rgb_times=FILE]] [--overlay=png]
+
+Writes pred/landmarks.csv, pred/overlay.mp4 (or pred/overlay/*.png) and pred/summary.json
+(see `evalign_jax/predict/outputs.py`); prints the windows/s. Bad input is an error naming
+the input (exit status 1), and no output is published.
+"""
+
+import os
+import sys
+
+import jax
+from absl import app
+from absl import flags
+from absl import logging
+
+from evalign_jax import predict
+from evalign_jax.events import EventFileError
+from evalign_jax.predict import rgb
+
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Stage workdir or export folder.")
+_EVENTS = flags.DEFINE_string("events", None, "Event file (AEDAT4, EVT2/2.1/3 .raw, DAT, "
+                              "HDF5, npz).")
+_OUT = flags.DEFINE_string("out", None, "Output folder.")
+_WINDOW_US = flags.DEFINE_integer("window_us", None, "Window length in µs (default 33333).")
+_STRIDE_US = flags.DEFINE_integer("stride_us", None, "One window every stride_us (divides "
+                                  "window_us; default window_us).")
+_WINDOW_EVENTS = flags.DEFINE_integer("window_events", None, "Windows of this many events "
+                                      "instead of fixed time.")
+_BOX = flags.DEFINE_list("box", None, "Face box x0,y0,x1,y1 in sensor pixels (default: found "
+                         "from the event density of the first windows).")
+_TRACK = flags.DEFINE_bool("track", True, "Move the box with the previous prediction.")
+_RGB = flags.DEFINE_string("rgb", None, "RGB frames: a folder of <µs>.png/.jpg, or a video "
+                           "with a timestamps file (CMFA and rgb_slpt need it).")
+_RGB_TIMES = flags.DEFINE_string("rgb_times", None, "Video frame times, one µs per line "
+                                 "(default <video>.times.txt).")
+_RGB_MAX_GAP_US = flags.DEFINE_integer("rgb_max_gap_us", 50_000, "Largest distance from a "
+                                       "window's end to its RGB frame.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Windows per device call.")
+_CAPACITY = flags.DEFINE_integer("capacity", 16_384, "Event slots per crop.")
+_MIN_EVENTS = flags.DEFINE_integer("min_events", 100, "Skip windows with fewer events in the "
+                                   "crop.")
+_OVERLAY = flags.DEFINE_enum("overlay", "mp4", ["mp4", "png", "none"], "Overlay output.")
+_FORMAT = flags.DEFINE_string("format", None, "Event file format, if detection cannot tell.")
+_SENSOR_SIZE = flags.DEFINE_list("sensor_size", None, "height,width, for files without it.")
+flags.mark_flags_as_required(["checkpoint", "events", "out"])
+
+
+def _enable_compilation_cache() -> None:
+  # As evalign_jax.main does: a rerun skips compiling the model (minutes on a CPU).
+  path = os.environ.get("EVALIGN_JAX_CACHE", os.path.expanduser("~/.cache/evalign_jax/xla"))
+  if path:
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  _enable_compilation_cache()
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)   # checkpoint loading logs every read at INFO
+  window_us = _WINDOW_US.value
+  if window_us is None and _WINDOW_EVENTS.value is None:
+    window_us = 33_333
+  try:
+    options = predict.Options(
+        window_us=window_us, stride_us=_STRIDE_US.value, window_events=_WINDOW_EVENTS.value,
+        box=tuple(float(v) for v in _BOX.value) if _BOX.value else None,
+        track=_TRACK.value, batch_size=_BATCH_SIZE.value, capacity=_CAPACITY.value,
+        min_events=_MIN_EVENTS.value, rgb=_RGB.value, rgb_times=_RGB_TIMES.value,
+        rgb_max_gap_us=_RGB_MAX_GAP_US.value, overlay=_OVERLAY.value, format=_FORMAT.value,
+        sensor_size=tuple(int(v) for v in _SENSOR_SIZE.value) if _SENSOR_SIZE.value else None)
+    summary = predict.run(_CHECKPOINT.value, _EVENTS.value, _OUT.value, options)
+  except (EventFileError, rgb.RgbInputError, ValueError, FileNotFoundError,
+          FloatingPointError) as e:
+    sys.exit(f"error: {e}")
+  rate = lambda k: f"{summary[k]:.1f}" if summary[k] is not None else "-"
+  print(f"{summary['predicted_windows']} of {summary['windows']} windows predicted "
+        f"(skipped: {summary['skipped']}); {rate('windows_per_s')} windows/s end to end, "
+        f"{rate('model_windows_per_s')} in the model ({summary['device']}); wrote "
+        f"{', '.join(summary['outputs'].values())}")
+
+
+if __name__ == "__main__":
+  app.run(main)
