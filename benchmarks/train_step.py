@@ -205,14 +205,19 @@ def main():
         row += [f"{off:.2f}", f"{ips / off:.2f}x"]
       rows.append(row)
     official = {} if dtype == "float32" else official
-  header = ["step", "dtype", "s/step", "images/s", "first call s", "official img/s", "ours/off"]
+  print_table(["step", "dtype", "s/step", "images/s", "first call s", "official img/s",
+               "ours/off"], rows)
+  print("images/s counts clips for SSMER (one clip = 3 views).")
+
+
+def print_table(header: list, rows: list) -> None:
+  """Left-aligned columns; rows may be shorter than the header."""
   widths = [max(len(str(r[i])) if i < len(r) else 0 for r in rows + [header])
             for i in range(len(header))]
   print(" | ".join(h.ljust(w) for h, w in zip(header, widths)))
   print("-+-".join("-" * w for w in widths))
   for r in rows:
     print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths)))
-  print("images/s counts clips for SSMER (one clip = 3 views).")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,13 @@ A training workdir holds
 Orbax writes each step into a temporary folder and renames it when complete, so a step that was
 being written when the process died is never restored. Saves are asynchronous: training goes on
 while the arrays are written.
+
+Multi-process jobs: every process calls save and restore on the same (shared) folder; each
+writes its own shards of the state and its own data-iterator position
+(data_iter/process_<i>-of-<n>.json), process 0 the metadata and the config. The state restores
+onto any mesh (the abstract state carries the target shardings), so a run may resume on another
+number of devices or processes; the data iterators then start afresh, since the examples are
+split differently between processes.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import os
 from typing import Any
 
 import grain
+import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -28,6 +36,10 @@ def _manager(directory: str, *, keep: int, best_metric: str | None,
       best_mode="min",
       enable_async_checkpointing=async_save,
       create=True,
+      # Processes synchronise each save with barriers named after the step; latest/ and best/
+      # save the same step at once, so their barriers need distinct names.
+      multiprocessing_options=ocp.options.MultiprocessingOptions(
+          barrier_sync_key_prefix=os.path.basename(os.path.normpath(directory))),
   )
   return ocp.CheckpointManager(
       os.path.abspath(directory), options=options, item_names=_ITEMS,
@@ -78,9 +90,13 @@ class TrainCheckpoints:
     if step is None:
       return None
     logging.info("restoring step %d from %s", step, self.latest.directory)
-    restored = self.latest.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
+    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    if _has_iterator_of_this_process(self.latest.directory, step):
+      items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
+    else:
+      logging.warning("step %d was saved by another number of processes: restoring the state "
+                      "only, the data iterator starts afresh", step)
+    restored = self.latest.restore(step, args=ocp.args.Composite(**items))
     return step, restored.state
 
   def wait(self) -> None:
@@ -92,6 +108,12 @@ class TrainCheckpoints:
     self.latest.close()
     if self.best is not None:
       self.best.close()
+
+
+def _has_iterator_of_this_process(directory, step: int) -> bool:
+  """Whether the step holds this process's data-iterator position (grain's file name)."""
+  name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+  return os.path.exists(os.path.join(str(directory), str(step), "data_iter", name))
 
 
 def restore_state(directory: str, abstract_state: Any, *, step: int | None = None) -> tuple[

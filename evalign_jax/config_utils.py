@@ -34,14 +34,24 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
 
 
 def training_base(stage: str, *, dataset: str = "synthetic_faces") -> ml_collections.ConfigDict:
-  """Fields every training stage has (data, logging, checkpoints, precision)."""
+  """Fields every training stage has (data, devices, logging, checkpoints, precision)."""
   c = ml_collections.ConfigDict()
   c.stage = stage
   c.dataset = dataset                  # name or name/config; built on first use if absent
   c.data_dir = "~/evalign_data"
   c.seed = 0
   c.num_workers = 0                    # grain worker processes
-  c.dtype = "float32"                  # compute dtype: "float32" or "bfloat16" (params f32)
+  # Mixed precision: "bfloat16" runs convolutions, matmuls and activations in bf16 while the
+  # parameters, their gradients and the optimizer state stay float32 (BatchNorm statistics,
+  # attention softmax and the loss are float32 too). "float32" everywhere is the default.
+  c.dtype = "float32"
+  # Devices: axes `data` (batch split) and `fsdp` (batch split + parameters and optimizer state
+  # split); -1 is "the devices the other axis leaves". See evalign_jax/sharding.py.
+  c.mesh = dict(data=-1, fsdp=1)
+  # batch_size is the global batch (all processes); with grad_accum_steps = A each step runs A
+  # passes of batch_size / A examples and applies their mean gradient once (BatchNorm then sees
+  # the smaller batches).
+  c.grad_accum_steps = 1
   c.total_steps = 0                    # 0: num_epochs x steps per epoch
   c.log_every = 20
   c.eval_every = 500

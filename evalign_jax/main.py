@@ -2,6 +2,10 @@
 
   python -m evalign_jax.main --config=configs/<stage>.py[:variant] --workdir=DIR
 
+Multi-process jobs (several hosts, or `launch/local.sh N -- ...` on one machine) join first;
+see `evalign_jax/distributed.py` for --distributed, --coordinator_address, --num_processes,
+--process_id and the timeouts, and `launch/` for SLURM and TPU VM scripts.
+
 The config's `stage` field names what runs (see `evalign_jax.stages`); any config field can be
 overridden on the command line, e.g. `--config.simulator.seed=3`. The config is locked, so a
 mistyped field is an error, not a silent default.
@@ -15,6 +19,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from evalign_jax import distributed
+from evalign_jax import guards
 from evalign_jax import stages
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -36,10 +42,19 @@ def enable_compilation_cache() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  distributed.initialize_from_flags()   # before anything else touches a JAX backend
   enable_compilation_cache()
+  guards.check_workdir(_WORKDIR.value)   # fail now, not after building data and models
   config = _CONFIG.value
   logging.info("stage %s, config:\n%s", config.stage, config)
-  stages.get_stage(config.stage)(config, _WORKDIR.value)
+  try:
+    stages.get_stage(config.stage)(config, _WORKDIR.value)
+  except jax.errors.JaxRuntimeError:
+    if jax.process_count() > 1:
+      logging.error("process %d of %d stopped on a runtime error; in a multi-process job this "
+                    "usually means another process failed first: see its log",
+                    jax.process_index(), jax.process_count())
+    raise
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Training output: metrics to a JSONL file and TensorBoard, progress lines with rate and ETA.
+"""Training output: metrics to a JSONL file and TensorBoard, pictures (PNG + TensorBoard images),
+progress lines with rate and ETA.
 
 Only process 0 writes (the other processes of a multi-host job hold the same metrics).
 """
@@ -12,12 +13,16 @@ import time
 import jax
 import numpy as np
 
+PICTURES_DIR = "pictures"
+
 
 class MetricWriter:
-  """Appends {"step": s, **metrics} lines to <workdir>/metrics.jsonl and TensorBoard scalars."""
+  """Appends {"step": s, **metrics} lines to <workdir>/metrics.jsonl and TensorBoard scalars;
+  pictures go to <workdir>/pictures/ and TensorBoard images."""
 
   def __init__(self, workdir: str, *, tensorboard: bool = True):
     self.enabled = jax.process_index() == 0
+    self.workdir = workdir
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.tb = None
     if self.enabled:
@@ -37,9 +42,18 @@ class MetricWriter:
         self.tb.add_scalar(k, v, step)
 
   def write_image(self, step: int, tag: str, image: np.ndarray) -> None:
-    """(H, W, 3) uint8 RGB."""
+    """(H, W, 3) uint8 RGB, to TensorBoard only."""
     if self.enabled and self.tb is not None:
       self.tb.add_image(tag, image, step, dataformats="HWC")
+
+  def write_pictures(self, step: int, pictures: dict) -> None:
+    """{tag: (H, W, 3) uint8 RGB} as <workdir>/pictures/<tag>_<step>.png and to TensorBoard."""
+    if not self.enabled:
+      return
+    from evalign_jax.evaluators import plots   # pylint: disable=g-import-not-at-top
+    for tag, image in pictures.items():
+      plots.write_png(image, os.path.join(self.workdir, PICTURES_DIR, f"{tag}_{step}.png"))
+      self.write_image(step, tag, image)
 
   def close(self) -> None:
     if self.tb is not None:

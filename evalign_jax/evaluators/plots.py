@@ -153,7 +153,14 @@ def draw_predictions(images, pred, gt, path: str, *, titles: Sequence[str] | Non
     The (., ., 3) uint8 RGB grid that was written.
   """
   grid = prediction_grid(images, pred, gt, titles=titles, ncols=ncols, radius=radius)
-  ok, buf = cv2.imencode(".png", grid[..., ::-1])   # cv2 wants BGR
+  write_png(grid, path)
+  return grid
+
+
+def write_png(image: np.ndarray, path: str) -> None:
+  """Writes an (H, W, 3) uint8 RGB image as a PNG, atomically."""
+  bgr = np.ascontiguousarray(_tile(np.asarray(image))[..., ::-1])   # cv2 wants BGR
+  ok, buf = cv2.imencode(".png", bgr)
   if not ok:
     raise OSError(f"could not encode {path}")
 
@@ -162,4 +169,3 @@ def draw_predictions(images, pred, gt, path: str, *, titles: Sequence[str] | Non
       f.write(buf.tobytes())
 
   _write_atomic(path, write)
-  return grid

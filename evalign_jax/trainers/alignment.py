@@ -27,11 +27,15 @@ from flax import nnx
 from data_pipelines import augment
 from data_pipelines import device_augment as da
 from data_pipelines import input_pipeline as ip
+from evalign_jax import distributed
 from evalign_jax import models
+from evalign_jax import sharding
 from evalign_jax.evaluators import metrics as metrics_lib
+from evalign_jax.evaluators import plots
 from evalign_jax.trainers import common
 
 MODELS = ("rgb_slpt", "slpt_event", "cmfa")
+NUM_PICTURES = 8   # validation examples drawn at each evaluation
 
 
 def build_model(kind: str, mean_shape: np.ndarray, config: dict, seed: int = 0):
@@ -61,54 +65,53 @@ def trainable_filter(kind: str):
 
 
 def make_train_step(graphdef, kind: str, image_size: int, render, lr, wrt,
-                    stage_weights=(0.2, 0.3, 0.5)):
+                    stage_weights=(0.2, 0.3, 0.5), *, accum_steps: int = 1, shardings=None):
   """jitted (state, batch) -> (state, {"loss", "lr"}) over nnx.split((model, optimizer)) state.
 
   The state is donated (updated in place on device). Only `wrt` is differentiated.
+  `accum_steps` and `shardings`: see `common.make_update_step`.
   """
 
-  @functools.partial(jax.jit, donate_argnums=0)
-  def train_step(state, batch):
-    model, optimizer = nnx.merge(graphdef, state)
-    model.train()
-    inputs = model_inputs(kind, batch, image_size, render)
-    gt = batch["landmarks"] / image_size
+  def loss_fn(model, batch):
+    preds = model(*model_inputs(kind, batch, image_size, render))
+    return common.alignment_loss(preds, batch["landmarks"] / image_size,
+                                 batch["example_mask"].astype(jnp.float32), stage_weights)
 
-    def loss_fn(model):
-      preds = model(*inputs)
-      return common.alignment_loss(preds, gt, batch["example_mask"].astype(jnp.float32),
-                                   stage_weights)
-
-    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, wrt))(model)
-    optimizer.update(model, grads)
-    return nnx.state((model, optimizer)), {"loss": loss, "lr": lr(optimizer.step[...] - 1)}
-
-  return train_step
+  return common.make_update_step(graphdef, loss_fn, lr, wrt=wrt, accum_steps=accum_steps,
+                                 shardings=shardings)
 
 
-def make_predict(graphdef, kind: str, image_size: int, render):
+def make_predict(graphdef, kind: str, image_size: int, render, batch_sharding=None):
   """jitted (model state, batch) -> (B, K, 2) last stage, last layer landmarks in crop px.
 
   `graphdef` and the state come from `nnx.split(model)` (the model alone, so validation during
   training and the eval stage compile the same program, which the compilation cache reuses).
+  `batch_sharding`: the predictions keep the batch's sharding, so each process can read its
+  own rows back (`sharding.host_local`).
   """
 
-  @jax.jit
+  @functools.partial(jax.jit, out_shardings=batch_sharding)
   def predict(state, batch):
     model = nnx.merge(graphdef, state)
     model.eval()
     out = model(*model_inputs(kind, batch, image_size, render))
     return out[:, -1, -1].astype(jnp.float32) * image_size
 
-  return predict
+  return distributed.CompiledTogether(predict, "predict")
 
 
-def predict_split(predict, state, dataset) -> dict:
-  """Runs `predict` over an evaluation dataset (padded batches): numpy predictions + labels."""
+def predict_split(predict, state, dataset, batch_sharding=None) -> dict:
+  """Runs `predict` over an evaluation dataset (padded batches): numpy predictions + labels.
+
+  With `batch_sharding` each process's batches become global arrays and it gets back the
+  predictions of its own examples (of its shard of the split).
+  """
   out = {k: [] for k in ("pred", "gt", "clip_id", "frame_index", "subset", "image")}
   for batch in dataset:
     device, host = ip.split_host_fields(batch)
-    pred = np.asarray(predict(state, device))
+    if batch_sharding is not None:
+      device = sharding.global_batch(device, batch_sharding)
+    pred = sharding.host_local(predict(state, device))
     keep = np.asarray(batch["example_mask"])
     out["pred"].append(pred[keep])
     out["gt"].append(np.asarray(batch["landmarks"])[keep])
@@ -147,7 +150,13 @@ def init_branches(model, kind: str, config) -> None:
 
 
 def train(config, workdir: str) -> dict:
+  return common.run_training(build_stage(config), config, workdir)
+
+
+def build_stage(config) -> common.Stage:
+  """The model on the config's mesh, its optimizer, step, data and validation."""
   kind = config.model
+  mesh = sharding.make_mesh(config.mesh, global_batch=config.batch_size)
   common.prepare_dataset(config)
   size = config.image_size
   render = common.render_config(config)
@@ -162,9 +171,11 @@ def train(config, workdir: str) -> dict:
   wrt = trainable_filter(kind)
   optimizer = nnx.Optimizer(model, optax.adam(lr), wrt=wrt)
   graphdef, state = nnx.split((model, optimizer))
+  state, shardings = common.place_state(state, mesh, config)
 
   train_step = make_train_step(graphdef, kind, size, render, lr, wrt,
-                               tuple(config.loss.stage_weights))
+                               tuple(config.loss.stage_weights),
+                               accum_steps=config.grad_accum_steps, shardings=shardings)
 
   train_ds = ip.make_dataset(train_source, task="cmfa", train=True,
                              global_batch_size=config.batch_size, seed=config.seed,
@@ -172,23 +183,43 @@ def train(config, workdir: str) -> dict:
   val_ds = eval_dataset(config, size, ip.make_source(config.dataset, common.data_dir(config),
                                                      config.val_split))
   model_graphdef = nnx.split(model)[0]
-  predict = make_predict(model_graphdef, kind, size, render)
+  eval_sharding = sharding.batch_sharding(mesh, config.eval_batch_size)
+  predict = make_predict(model_graphdef, kind, size, render, eval_sharding)
 
   def evaluate(state):
-    res = predict_split(predict, nnx.state(nnx.merge(graphdef, state)[0]), val_ds)
+    res = predict_split(predict, nnx.state(nnx.merge(graphdef, state)[0]), val_ds,
+                        eval_sharding)
     nme = metrics_lib.per_image_nme(res["pred"], res["gt"],
                                     metrics_lib.normalizer(res["gt"], "inter_ocular"))
-    return {"val_nme": float(np.mean(nme) * 100)}
+    return {"val_nme": distributed.global_mean(nme) * 100}   # over every process's examples
+
+  picture_batch = next(iter(val_ds))   # the same examples at every evaluation
+
+  def pictures(state):
+    res = predict_split(predict, nnx.state(nnx.merge(graphdef, state)[0]), [picture_batch],
+                        eval_sharding)
+    return {"val_predictions": prediction_picture(res)}
 
   stage = common.Stage(
       name=kind, graphdef=graphdef, state=state, train_step=train_step,
       train_iter=ip.make_iterator(train_ds, config.num_workers), total_steps=total_steps,
-      evaluate=evaluate, export_model=lambda s: nnx.merge(graphdef, s)[0])
+      evaluate=evaluate, export_model=lambda s: nnx.merge(graphdef, s)[0],
+      batch_sharding=shardings.batch, pictures=pictures)
   print(f"[{kind}] {len(train_source)} training examples, batch {config.batch_size}, "
         f"{total_steps} steps ({total_steps / steps_per_epoch:.1f} epochs); "
         f"{_count(model, wrt) / 1e6:.2f} M trainable of {_count(model, nnx.Param) / 1e6:.2f} M "
-        f"parameters", flush=True)
-  return common.run_training(stage, config, workdir)
+        f"parameters; {sharding.describe(mesh)}", flush=True)
+  return stage
+
+
+def prediction_picture(res: dict, count: int = NUM_PICTURES) -> np.ndarray:
+  """(., ., 3) uint8 RGB grid of the first `count` examples of a `predict_split` result: the
+  crop, ground truth green, prediction red, the image's inter-ocular NME (%) above it."""
+  n = min(count, len(res["pred"]))
+  pred, gt = res["pred"][:n], res["gt"][:n]
+  nme = metrics_lib.per_image_nme(pred, gt, metrics_lib.normalizer(gt, "inter_ocular"))
+  return plots.prediction_grid(res["image"][:n], pred, gt,
+                               titles=[f"{100 * e:.1f}%" for e in nme])
 
 
 def _count(model, wrt) -> int:

@@ -1,9 +1,13 @@
 """What every training stage shares: data, the loop, checkpoints, evaluation output.
 
 A stage supplies a model, an optimizer, a jitted pure `train_step(state, batch)` over
-`nnx.split((model, optimizer))` state, and optionally an evaluation function; `run_training`
-does the rest: resume from the newest checkpoint of the same workdir, log, evaluate, save
-(latest N + best by validation NME) and export the final model for the next stage.
+`nnx.split((model, optimizer))` state (`make_update_step` builds it from a loss), and optionally
+an evaluation function; `run_training` does the rest: resume from the newest checkpoint of the
+same workdir, log, evaluate, save (latest N + best by validation NME) and export the final model
+for the next stage.
+
+Several processes run the same code on their own share of every batch (`sharding.py`); each
+saves its shards of a checkpoint, and only process 0 writes logs and the config.
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ from data_pipelines import input_pipeline as ip
 from data_pipelines import landmarks as lm
 from data_pipelines.build import ensure_built
 from evalign_jax import checkpoints
+from evalign_jax import distributed
+from evalign_jax import guards
 from evalign_jax import metric_writers
+from evalign_jax import sharding
 from evalign_jax.events import images as event_images
 
 EXPORT_DIR = "export"
@@ -42,8 +49,14 @@ def data_dir(config) -> str:
 
 
 def prepare_dataset(config) -> None:
-  """Builds the config's dataset on first use (the embedded one needs no download)."""
-  ensure_built(config.dataset, data_dir(config))
+  """Builds the config's dataset on first use (the embedded one needs no download).
+
+  In a multi-process job process 0 builds it and the others wait: data_dir must then be shared
+  by the hosts (or built beforehand on each).
+  """
+  if distributed.is_primary():
+    ensure_built(config.dataset, data_dir(config))
+  distributed.barrier("dataset_built")
 
 
 def render_config(config) -> event_images.RenderConfig:
@@ -108,6 +121,87 @@ def compute_dtype(name: str):
 
 
 # ---------------------------------------------------------------------------------------------
+# The update step
+
+
+def accumulated_value_and_grad(loss_fn: Callable, model: nnx.Module, batch: Any, wrt,
+                               steps: int = 1):
+  """(mean loss, mean gradient of the `wrt` variables) over `steps` slices of `batch`.
+
+  The slices are processed one after another (a scan), so memory is that of one slice. Slice a
+  takes rows a, a + steps, a + 2 steps, ...: every device's contiguous block of the batch
+  splits evenly between the slices, so no data moves. The model's other state (BatchNorm
+  statistics, dropout counters) advances slice by slice.
+
+  Args:
+    loss_fn: (model, batch) -> scalar loss.
+    batch: pytree of arrays with a leading batch axis divisible by `steps`.
+  """
+  if steps == 1:
+    return nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, wrt))(model, batch)
+  size = jax.tree.leaves(batch)[0].shape[0]
+  if size % steps:
+    raise ValueError(f"batch {size} does not split into {steps} accumulation steps")
+  slices = jax.tree.map(
+      lambda x: x.reshape(size // steps, steps, *x.shape[1:]).swapaxes(0, 1), batch)
+  graphdef, params, rest = nnx.split(model, wrt, ...)
+
+  # Plain JAX inside the scan (the model is rebuilt from its state in each slice).
+  def slice_loss(params, rest, piece):
+    m = nnx.merge(graphdef, params, rest)
+    return loss_fn(m, piece).astype(jnp.float32), nnx.split(m, wrt, ...)[2]
+
+  grad_fn = jax.value_and_grad(slice_loss, has_aux=True)
+
+  def body(carry, piece):
+    rest, loss_sum, grad_sum = carry
+    (loss, rest), grads = grad_fn(params, rest, piece)
+    return (rest, loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads)), None
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  (rest, loss, grads), _ = jax.lax.scan(body, (rest, jnp.zeros((), jnp.float32), zeros), slices)
+  nnx.update(model, rest)
+  return loss / steps, jax.tree.map(lambda g: g / steps, grads)
+
+
+def make_update_step(graphdef, loss_fn: Callable, lr, *, wrt=nnx.Param, accum_steps: int = 1,
+                     shardings: sharding.StepShardings | None = None) -> Callable:
+  """jitted (state, batch) -> (state, {"loss", "lr"}) over nnx.split((model, optimizer)) state.
+
+  Args:
+    graphdef: of nnx.split((model, optimizer)).
+    loss_fn: (model, batch) -> scalar loss, called with the model in training mode (inputs are
+      rendered inside it, so accumulation renders one slice at a time).
+    lr: the schedule, step -> rate (reported only).
+    wrt: the filter of what is differentiated and updated (the optimizer's `wrt`).
+    accum_steps: gradient accumulation (`accumulated_value_and_grad`).
+    shardings: compile for these state and batch shardings; the new state keeps the state's
+      shardings and the metrics are replicated. None: whatever the arguments carry.
+
+  The state is donated: updated in place on device, the argument is invalid afterwards.
+  """
+
+  def train_step(state, batch):
+    model, optimizer = nnx.merge(graphdef, state)
+    model.train()
+    loss, grads = accumulated_value_and_grad(loss_fn, model, batch, wrt, accum_steps)
+    optimizer.update(model, grads)
+    return nnx.state((model, optimizer)), {"loss": loss, "lr": lr(optimizer.step[...] - 1)}
+
+  kw = {}
+  if shardings is not None:
+    kw = dict(in_shardings=(shardings.state, shardings.batch),
+              out_shardings=(shardings.state, shardings.replicated))
+  return distributed.CompiledTogether(jax.jit(train_step, donate_argnums=0, **kw), "train_step")
+
+
+def place_state(state, mesh, config) -> tuple[Any, sharding.StepShardings]:
+  """The freshly built (model, optimizer) state on the mesh, and the step's shardings."""
+  shardings = sharding.step_shardings(state, mesh, config.batch_size)
+  return sharding.put_global(state, shardings.state), shardings
+
+
+# ---------------------------------------------------------------------------------------------
 # The loop
 
 
@@ -124,6 +218,10 @@ class Stage:
     evaluate: optional (state) -> metrics dict (e.g. {"val_nme": ...}); lower val_nme is
       better.
     export_model: (state) -> the model to export at the end (for `init_from`).
+    pictures: optional (state) -> {tag: (H, W, 3) uint8 RGB}, drawn at each evaluation
+      (`<workdir>/pictures/<tag>_<step>.png` and TensorBoard).
+    batch_sharding: the global sharding of a training batch; each host batch becomes global
+      arrays with it (`sharding.global_batch`). None: host batches go to the step as they are.
   """
 
   name: str
@@ -134,6 +232,8 @@ class Stage:
   total_steps: int
   evaluate: Callable | None = None
   export_model: Callable | None = None
+  batch_sharding: Any = None
+  pictures: Callable | None = None
 
 
 def run_training(stage: Stage, config, workdir: str) -> dict:
@@ -141,15 +241,16 @@ def run_training(stage: Stage, config, workdir: str) -> dict:
 
   Returns the last evaluation metrics (or {}).
   """
-  os.makedirs(workdir, exist_ok=True)
+  # Fails before any work when the workdir cannot be written or cannot hold the checkpoints.
+  guards.check_workdir(workdir, guards.checkpoint_bytes(stage.state, config.checkpoint.keep))
   config_dict = json.loads(config.to_json())
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump(config_dict, f, indent=2)
+  if distributed.is_primary():
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      json.dump(config_dict, f, indent=2)
   ckpts = checkpoints.TrainCheckpoints(
       workdir, keep=config.checkpoint.keep,
       best_metric="val_nme" if stage.evaluate is not None else None)
-  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), stage.state)
-  restored = ckpts.restore_latest(abstract, stage.train_iter)
+  restored = ckpts.restore_latest(_abstract(stage.state), stage.train_iter)
   step = 0
   state = stage.state
   if restored is not None:
@@ -164,21 +265,19 @@ def run_training(stage: Stage, config, workdir: str) -> dict:
     while step < stage.total_steps:
       t0 = time.perf_counter()
       batch, _ = ip.split_host_fields(next(stage.train_iter))
+      if stage.batch_sharding is not None:
+        batch = sharding.global_batch(batch, stage.batch_sharding)
       t_input += time.perf_counter() - t0
       state, metrics = stage.train_step(state, batch)
       step += 1
       if step % config.log_every == 0 or step == stage.total_steps:
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if not all(np.isfinite(v) for v in metrics.values()):
-          raise FloatingPointError(
-              f"[{stage.name}] non-finite training metrics at step {step}: {metrics}; no "
-              "checkpoint of this step was saved")
+        metrics = guards.check_finite_metrics(stage.name, step, metrics)
         # Host seconds per step waiting for input: near the step time means input-bound.
         metrics["input_s_per_step"] = t_input / config.log_every
         metrics["steps_per_s"] = progress.rate(step)
         writer.write(step, metrics)
-        progress.update(step, {k: metrics[k] for k in ("loss", "lr") if k in metrics},
-                        force=True)
+        progress.update(step, {**{k: metrics[k] for k in ("loss", "lr") if k in metrics},
+                               **last_eval}, force=True)   # + the latest validation metrics
         t_input = 0.0
       if step == 1:
         progress.restart_clock(step)   # the first step includes compilation
@@ -187,9 +286,14 @@ def run_training(stage: Stage, config, workdir: str) -> dict:
       if evaluate_now:
         last_eval = stage.evaluate(state)
         writer.write(step, last_eval)
+        if stage.pictures is not None:
+          writer.write_pictures(step, stage.pictures(state))
         print(f"[{stage.name}] step {step}: " + "  ".join(
             f"{k}={v:.4g}" for k, v in last_eval.items()), flush=True)
       if step % config.checkpoint.every == 0 or step == stage.total_steps:
+        # Log steps alone would let a NaN state be saved at a checkpoint step between them.
+        guards.check_finite_metrics(stage.name, step, metrics)
+        guards.check_finite_state(stage.name, step, state)
         ckpts.save(step, state, stage.train_iter, config_dict,
                    metrics=last_eval if evaluate_now else None)
     ckpts.wait()
@@ -206,28 +310,43 @@ def _best_or_final(workdir: str, stage: Stage, state):
   """The best validation state if one was saved, else the final state."""
   best = os.path.join(workdir, "best")
   if stage.evaluate is not None and os.path.isdir(best):
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
     try:
-      return checkpoints.restore_state(best, abstract)[1]
+      return checkpoints.restore_state(best, _abstract(state))[1]
     except FileNotFoundError:
       pass
   return state
+
+
+def _abstract(state):
+  """Shapes, dtypes and shardings to restore into: a checkpoint written on another number of
+  devices or processes is resharded onto this run's mesh."""
+  return jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(a, "sharding", None)),
+      state)
 
 
 def export(model: nnx.Module, config: dict, directory: str) -> None:
   """Writes the model's state and the config that built it, for `init_from` and `eval`.
 
   Written beside the target and renamed into place, so a crash never leaves half an export.
+  The arrays are gathered to the host first, so the export reads back on any number of devices
+  or processes. In a multi-process job every process calls it; process 0 writes.
   """
   from evalign_jax.models import checkpoint_io   # pylint: disable=g-import-not-at-top
-  tmp = f"{directory}.tmp-{os.getpid()}"
-  shutil.rmtree(tmp, ignore_errors=True)
-  checkpoint_io.save_model_state(os.path.join(tmp, "state"), model)
-  with open(os.path.join(tmp, "config.json"), "w") as f:
-    json.dump(config, f, indent=2)
-  shutil.rmtree(directory, ignore_errors=True)
-  os.replace(tmp, directory)
-  logging.info("exported the model to %s", directory)
+  # One temporary name for all processes (they write into the same folder).
+  tmp = f"{directory}.tmp" if jax.process_count() > 1 else f"{directory}.tmp-{os.getpid()}"
+  if distributed.is_primary():
+    shutil.rmtree(tmp, ignore_errors=True)
+  distributed.barrier("export_start")
+  checkpoint_io.save_model_state(os.path.join(tmp, "state"),
+                                 sharding.to_host(checkpoint_io.model_state_dict(model)))
+  if distributed.is_primary():
+    with open(os.path.join(tmp, "config.json"), "w") as f:
+      json.dump(config, f, indent=2)
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(tmp, directory)
+    logging.info("exported the model to %s", directory)
+  distributed.barrier("export_done")   # no process reads the export before it is in place
 
 
 def load_exported(path: str) -> tuple[nnx.Module, dict]:

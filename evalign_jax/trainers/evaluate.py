@@ -1,8 +1,9 @@
 """Stage `eval`: any exported model (or the mean shape) on a dataset split.
 
 Writes to the workdir `results.json` (every metric: NME / FR@0.1 / AUC@0.1, per subset, per
-video NME and flicker for video datasets, the paper's per-landmark variant on request), `ced.png`
-and `worst.png` (the worst examples, ground truth green, prediction red), and prints a table.
+video NME and flicker for video datasets, the paper's per-landmark variant on request),
+`table.txt` (the overall and per-subset tables it prints), `ced.png` (all images and each
+subset) and `worst.png` (the worst examples, ground truth green, prediction red).
 98-point predictions on a 5-point dataset (E-SIE) use points 54, 76, 82, 96, 97 and the
 inter-pupil distance.
 """
@@ -84,22 +85,45 @@ def run(config, workdir: str) -> dict:
   name = "mean shape" if config.checkpoint == MEAN_SHAPE else os.path.basename(
       os.path.normpath(config.checkpoint))
   nmes = per_image_nmes(res, summary["norm_kind"])
-  plots.plot_ced({name: nmes}, os.path.join(workdir, "ced.png"))
+  plots.plot_ced(ced_curves(name, nmes, res["subset"]), os.path.join(workdir, "ced.png"))
   worst = np.argsort(nmes)[::-1][:config.num_worst]
   plots.draw_predictions(res["image"][worst], _to_gt_layout(res)[worst], res["gt"][worst],
                          os.path.join(workdir, "worst.png"),
                          titles=[f"{100 * nmes[i]:.1f}%" for i in worst])
   result = {"checkpoint": config.checkpoint, "dataset": config.dataset, "split": config.split,
             **summary}
-  tmp = os.path.join(workdir, "results.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(result, f, indent=2)
-  os.replace(tmp, os.path.join(workdir, "results.json"))
-  print(format_table({name: summary}))
+  _write_text(json.dumps(result, indent=2), os.path.join(workdir, "results.json"))
+  table = format_table({name: summary})
   if "per_subset" in summary:
-    print(format_table(summary["per_subset"], title="subset"))
-  print(f"wrote {workdir}/results.json, ced.png, worst.png")
+    table += "\n\n" + format_table(summary["per_subset"], title="subset")
+  _write_text(table + "\n", os.path.join(workdir, "table.txt"))
+  print(table)
+  print(f"wrote {workdir}/results.json, table.txt, ced.png, worst.png")
   return result
+
+
+def _write_text(text: str, path: str) -> None:
+  """Beside the target, then renamed: a crash never leaves half a file."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def ced_curves(name: str, nmes: np.ndarray, subsets: np.ndarray,
+               max_subsets: int = 8) -> dict:
+  """{label: per-image NMEs}: all images, then each subset (e.g. a lighting condition, WFLW-V
+  easy / hard) when there are 2 to `max_subsets` of them (more would not be readable).
+
+  Args:
+    nmes: (N,) per-image NMEs (fractions).
+    subsets: (N,) bytes, the examples' `subset` field (b"" when a dataset has none).
+  """
+  curves = {name: nmes}
+  names = [s for s in np.unique(subsets) if s]
+  if 2 <= len(names) <= max_subsets:
+    curves.update({f"{name}: {s.decode()}": nmes[subsets == s] for s in names})
+  return curves
 
 
 def _to_gt_layout(res: dict) -> np.ndarray:

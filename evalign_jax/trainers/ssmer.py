@@ -12,9 +12,6 @@ SimSiam model; `cmfa` takes its encoder body.
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import optax
 from flax import nnx
 
@@ -22,6 +19,7 @@ from data_pipelines import augment
 from data_pipelines import device_augment as da
 from data_pipelines import input_pipeline as ip
 from evalign_jax import models
+from evalign_jax import sharding
 from evalign_jax.events import images as event_images
 from evalign_jax.trainers import common
 
@@ -37,29 +35,31 @@ def build_model(config: dict, seed: int = 0) -> nnx.Module:
                         **dict(config.get("model_size") or {}))
 
 
-def make_train_step(graphdef, image_size: int, views, lr):
-  """jitted (state, batch) -> (state, {"loss", "lr"}) over nnx.split((model, optimizer))."""
+def make_train_step(graphdef, image_size: int, views, lr, *, accum_steps: int = 1,
+                    shardings=None):
+  """jitted (state, batch) -> (state, {"loss", "lr"}) over nnx.split((model, optimizer)).
 
-  @functools.partial(jax.jit, donate_argnums=0)
-  def train_step(state, batch):
-    model, optimizer = nnx.merge(graphdef, state)
-    model.train()
+  `accum_steps` and `shardings`: see `common.make_update_step`.
+  """
+
+  def loss_fn(model, batch):
     x = da.ssmer_view_images(batch, image_size, views)               # (B, V, H, W, 3)
+    # One encoder pass per view (not per pair), each over its own batch so BatchNorm sees
+    # the same statistics as the official per-pair passes: the loss is identical.
+    zs, ps = zip(*(model(x[:, v]) for v in range(x.shape[1])))
+    return models.simsiam_loss(ps, zs)
 
-    def loss_fn(model):
-      # One encoder pass per view (not per pair), each over its own batch so BatchNorm sees
-      # the same statistics as the official per-pair passes: the loss is identical.
-      zs, ps = zip(*(model(x[:, v]) for v in range(x.shape[1])))
-      return models.simsiam_loss(ps, zs)
-
-    loss, grads = nnx.value_and_grad(loss_fn)(model)
-    optimizer.update(model, grads)
-    return nnx.state((model, optimizer)), {"loss": loss, "lr": lr(optimizer.step[...] - 1)}
-
-  return train_step
+  return common.make_update_step(graphdef, loss_fn, lr, accum_steps=accum_steps,
+                                 shardings=shardings)
 
 
 def train(config, workdir: str) -> dict:
+  return common.run_training(build_stage(config), config, workdir)
+
+
+def build_stage(config) -> common.Stage:
+  """The model on the config's mesh, its optimizer, step and data."""
+  mesh = sharding.make_mesh(config.mesh, global_batch=config.batch_size)
   common.prepare_dataset(config)
   # SSMER never looks at the RGB: skip its JPEG decoding, most of the host cost.
   source = ip.make_source(config.dataset, common.data_dir(config), "train", decode_image=False)
@@ -75,8 +75,10 @@ def train(config, workdir: str) -> dict:
                    optax.sgd(lr, momentum=config.optimizer.momentum))
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   graphdef, state = nnx.split((model, optimizer))
+  state, shardings = common.place_state(state, mesh, config)
 
-  train_step = make_train_step(graphdef, size, views, lr)
+  train_step = make_train_step(graphdef, size, views, lr, accum_steps=config.grad_accum_steps,
+                               shardings=shardings)
 
   ds = ip.make_dataset(source, task="ssmer", train=True, global_batch_size=config.batch_size,
                        seed=config.seed, augment_config=augment.SsmerAugment(
@@ -84,7 +86,8 @@ def train(config, workdir: str) -> dict:
   stage = common.Stage(
       name="ssmer", graphdef=graphdef, state=state, train_step=train_step,
       train_iter=ip.make_iterator(ds, config.num_workers), total_steps=total_steps,
-      export_model=lambda s: nnx.merge(graphdef, s)[0])
+      export_model=lambda s: nnx.merge(graphdef, s)[0], batch_sharding=shardings.batch)
   print(f"[ssmer] {len(source)} unlabelled windows, views {tuple(config.representations)}, "
-        f"batch {config.batch_size}, {total_steps} steps", flush=True)
-  return common.run_training(stage, config, workdir)
+        f"batch {config.batch_size}, {total_steps} steps; {sharding.describe(mesh)}",
+        flush=True)
+  return stage

@@ -39,6 +39,8 @@ def test_quickstart_writes_the_table(quick):
   assert (work / "eval_cmfa" / "ced.png").exists() and (work / "eval_cmfa" / "worst.png").exists()
   lines = (work / "cmfa" / "metrics.jsonl").read_text().splitlines()
   assert any("val_nme" in l for l in lines) and any("loss" in l for l in lines)
+  # Every evaluation drew its predictions on validation crops.
+  assert [p.name for p in (work / "cmfa" / "pictures").iterdir()] == ["val_predictions_2.png"]
 
 
 def test_cmfa_took_its_branches_from_the_earlier_stages(quick):
