@@ -43,6 +43,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   distributed.initialize_from_flags()   # before anything else touches a JAX backend
+  if not flags.FLAGS["verbosity"].present:
+    # Progress goes to stdout; the libraries' INFO lines (Orbax writes ~20 per checkpoint) would
+    # bury it. --verbosity=0 brings them back.
+    logging.set_verbosity(logging.WARNING)
   enable_compilation_cache()
   guards.check_workdir(_WORKDIR.value)   # fail now, not after building data and models
   config = _CONFIG.value
