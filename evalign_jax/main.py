@@ -11,7 +11,6 @@ overridden on the command line, e.g. `--config.simulator.seed=3`. The config is 
 mistyped field is an error, not a silent default.
 """
 
-import os
 
 import jax
 from absl import app
@@ -21,6 +20,7 @@ from ml_collections import config_flags
 
 from evalign_jax import distributed
 from evalign_jax import guards
+from evalign_jax import runtime
 from evalign_jax import stages
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -29,25 +29,12 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs and check
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def enable_compilation_cache() -> None:
-  """Keeps compiled XLA programs on disk: a rerun, a resumed run or a later stage with the same
-  program skips compilation (minutes for the HRNet steps on a CPU). EVALIGN_JAX_CACHE sets the
-  folder; EVALIGN_JAX_CACHE="" turns it off."""
-  path = os.environ.get("EVALIGN_JAX_CACHE", os.path.expanduser("~/.cache/evalign_jax/xla"))
-  if path:
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   distributed.initialize_from_flags()   # before anything else touches a JAX backend
-  if not flags.FLAGS["verbosity"].present:
-    # Progress goes to stdout; the libraries' INFO lines (Orbax writes ~20 per checkpoint) would
-    # bury it. --verbosity=0 brings them back.
-    logging.set_verbosity(logging.WARNING)
-  enable_compilation_cache()
+  runtime.quiet_library_logs()
+  runtime.enable_compilation_cache()
   guards.check_workdir(_WORKDIR.value)   # fail now, not after building data and models
   config = _CONFIG.value
   logging.info("stage %s, config:\n%s", config.stage, config)

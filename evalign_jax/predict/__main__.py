@@ -9,15 +9,13 @@ Writes pred/landmarks.csv, pred/overlay.mp4 (or pred/overlay/*.png) and pred/sum
 the input (exit status 1), and no output is published.
 """
 
-import os
 import sys
 
-import jax
 from absl import app
 from absl import flags
-from absl import logging
 
 from evalign_jax import predict
+from evalign_jax import runtime
 from evalign_jax.events import EventFileError
 from evalign_jax.predict import rgb
 
@@ -49,20 +47,11 @@ _SENSOR_SIZE = flags.DEFINE_list("sensor_size", None, "height,width, for files w
 flags.mark_flags_as_required(["checkpoint", "events", "out"])
 
 
-def _enable_compilation_cache() -> None:
-  # As evalign_jax.main does: a rerun skips compiling the model (minutes on a CPU).
-  path = os.environ.get("EVALIGN_JAX_CACHE", os.path.expanduser("~/.cache/evalign_jax/xla"))
-  if path:
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  _enable_compilation_cache()
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)   # checkpoint loading logs every read at INFO
+  runtime.quiet_library_logs()   # checkpoint loading logs every read at INFO
+  runtime.enable_compilation_cache()
   window_us = _WINDOW_US.value
   if window_us is None and _WINDOW_EVENTS.value is None:
     window_us = 33_333
