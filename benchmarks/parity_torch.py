@@ -135,27 +135,21 @@ def _to_numpy_state(model) -> dict[str, np.ndarray]:
   return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
 
 
-def _mean_shape_file(num_points: int, seed: int) -> tuple[str, np.ndarray]:
-  rng = np.random.default_rng(seed)
-  mean = rng.uniform(0.25, 0.75, (num_points, 2))
+def _mean_shape_file(num_points: int, seed: int, mean=None) -> tuple[str, np.ndarray]:
+  """An official init.npz (crop pixels of a 256 crop) of `mean` in [0, 1], random if None."""
+  if mean is None:
+    mean = np.random.default_rng(seed).uniform(0.25, 0.75, (num_points, 2))
   path = os.path.join(tempfile.mkdtemp(), "init.npz")
-  np.savez(path, init_face=mean * 256.0)
+  np.savez(path, init_face=np.asarray(mean, np.float64) * 256.0)
   return path, mean
 
 
 def _ours(kind: str, converted: dict):
-  from flax import nnx
-
-  from evalign_jax import models
+  """Our model of `kind`, sized from and loaded with the converted official state."""
   from evalign_jax.models import checkpoint_io
+  from evalign_jax.tools import import_torch
 
-  rngs = nnx.Rngs(0)
-  if kind == "ssmer":
-    model = models.SimSiam(rngs=rngs)
-  elif kind == "slpt":
-    model = models.SLPT(converted["mean_shape"], rngs=rngs)
-  else:
-    model = models.CMFA(converted["mean_shape"], rngs=rngs)
+  model = import_torch.build_model(kind, converted)
   checkpoint_io.update_from_pure_dict(model, converted)
   model.eval()
   return model

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 
 import numpy as np
 
@@ -38,7 +37,7 @@ def real_batch(data_dir: str, size: int, batch: int):
                        augment_config=augment.AlignmentAugment(out_size=size))
   b = ip.split_host_fields(next(iter(ds)))[0]
   images = np.asarray(da.imagenet_normalize(jnp.asarray(b["image"], jnp.float32) / 255.0))
-  return images, np.asarray(b["landmarks"], np.float32) / size, common.mean_shape(source, size)
+  return images, np.asarray(b["landmarks"], np.float32) / size, common.mean_shape(name, data_dir, size)
 
 
 def main():
@@ -60,8 +59,7 @@ def main():
   from evalign_jax.trainers import common   # pylint: disable=g-import-not-at-top
 
   images, gt, mean = real_batch(os.path.expanduser(args.data_dir), args.image_size, args.batch)
-  init_path = os.path.join(tempfile.mkdtemp(), "init.npz")
-  np.savez(init_path, init_face=mean.astype(np.float64) * 256.0)   # official: 256 px units
+  init_path, _ = pt._mean_shape_file(98, 0, mean)   # pylint: disable=protected-access
   with pt._official_imports(args.slpt_dir):   # pylint: disable=protected-access
     from Config import cfg   # pylint: disable=g-import-not-at-top,import-error
     import model as official   # pylint: disable=g-import-not-at-top,import-error

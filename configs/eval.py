@@ -27,7 +27,6 @@ def get_config(arg=None):
   config.norm = "auto"                  # inter_ocular (98 points), inter_pupil (5 points), auto
   config.paper_variant = False          # also the official per-landmark FR / AUC
   config.num_worst = 8
-  config.render = dict(kind="frame", num_bins=5, convention="e2vid", tau_us=30_000.0)
   if arg.runlocal:
     config.dataset = "synthetic_faces/small"
     config.image_size = 64

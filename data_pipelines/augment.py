@@ -130,6 +130,12 @@ def _grayscale_rgb(image: np.ndarray) -> np.ndarray:
   return cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
 
 
+def eval_crop_matrix(example: dict, cfg: AlignmentAugment) -> np.ndarray:
+  """(2, 3) stored pixels -> output pixels of the evaluation crop (centred, cfg.crop_scale x the
+  box, nothing random)."""
+  return geometry.box_crop_matrix(example["bbox"], cfg.crop_scale, cfg.out_size)
+
+
 def alignment_example(example: dict, rng: np.random.Generator | None, cfg: AlignmentAugment,
                       train: bool) -> dict:
   """One stored example -> one CMFA example (crop, landmarks, events, device-side flags).
@@ -166,7 +172,7 @@ def alignment_example(example: dict, rng: np.random.Generator | None, cfg: Align
     m = geometry.box_crop_matrix(example["bbox"], float(scale), size, rotation_deg=float(rot),
                                  shift=(float(shift[0]), float(shift[1])), flip=flip)
   else:
-    m = geometry.box_crop_matrix(example["bbox"], cfg.crop_scale, size)
+    m = eval_crop_matrix(example, cfg)
 
   image = cv2.warpAffine(np.asarray(example["image"]), m, (size, size), flags=cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))

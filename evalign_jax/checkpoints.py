@@ -66,9 +66,6 @@ class TrainCheckpoints:
     self.best = (_manager(os.path.join(workdir, "best"), keep=1, best_metric=best_metric,
                           async_save=async_save) if best_metric else None)
 
-  def latest_step(self) -> int | None:
-    return self.latest.latest_step()
-
   def save(self, step: int, state: Any, data_iter, config: dict,
            metrics: dict | None = None) -> None:
     """Saves to checkpoints/ and, when `metrics` holds the best metric, offers it to best/."""
@@ -132,15 +129,3 @@ def restore_state(directory: str, abstract_state: Any, *, step: int | None = Non
       state=ocp.args.StandardRestore(abstract_state), config=ocp.args.JsonRestore()))
   mngr.close()
   return step, restored.state, dict(restored.config)
-
-
-def read_config(directory: str, *, step: int | None = None) -> dict:
-  """The config saved with a checkpoint (to rebuild the right model before restoring)."""
-  mngr = ocp.CheckpointManager(os.path.abspath(directory), item_names=_ITEMS,
-                               item_handlers={"config": ocp.JsonCheckpointHandler()})
-  step = mngr.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"{directory}: no complete checkpoint")
-  config = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
-  mngr.close()
-  return dict(config)

@@ -4,7 +4,9 @@ References are independent of the code under test: window ends and skips counted
 synthetic timestamps by hand, and sensor coordinates from a float64 numpy inverse of the crop
 (a square of 1.2 x the box side, S pixels) applied to the output of a model whose output is
 known (an SLPT whose offset head always answers the window centre, so it returns its mean
-shape).
+shape). What reaches the model is checked with a numpy stand-in for it that answers numbers
+computed from each row's own inputs, against the same numbers computed here from each window's
+raw events and RGB frame.
 """
 
 import json
@@ -18,7 +20,7 @@ import numpy as np
 import pytest
 
 from evalign_jax import predict
-from evalign_jax.events import Events, EventFileError, write_events
+from evalign_jax.events import Events, EventFileError, images, write_events
 from evalign_jax.predict import windows as win
 from evalign_jax.trainers import alignment
 from evalign_jax.trainers import common
@@ -106,6 +108,19 @@ def read_csv(path):
   rows = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
   assert open(path).readline().strip() == "window_end_us,point,x,y"
   return rows
+
+
+def crop_reference(x, y, box):
+  """Sensor px -> crop px by hand: pixel centres scale by S / side about the square's centre
+  and round to nearest. Returns u, v and which land in the crop."""
+  cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+  side = 1.2 * max(box[2] - box[0], box[3] - box[1])
+  fu = (x - cx) * S / side + (S - 1) / 2 + 0.5
+  fv = (y - cy) * S / side + (S - 1) / 2 + 0.5
+  # The code rounds in float32: no event may sit within 1e-4 px of a rounding tie.
+  assert np.all(np.abs(fu - np.round(fu)) > 1e-4) and np.all(np.abs(fv - np.round(fv)) > 1e-4)
+  u, v = np.floor(fu), np.floor(fv)
+  return u, v, (u >= 0) & (u < S) & (v >= 0) & (v < S)
 
 
 def sensor_reference(crop_pts, box):
@@ -210,18 +225,132 @@ def test_crop_events_match_a_float64_reference(models):
               rng.integers(0, 260, n), rng.integers(0, 2, n), sensor)
   window = win.Window(0, 7_000 + W_US, W_US, ev)
   box = (100.3, 70.2, 179.9, 160.3)   # no event lands within 1e-4 px of a rounding tie
-  crop, n_in = win.crop_events(window, box, S, capacity=64)
-  # By hand: pixel centres scale by S / side about the square's centre, round to nearest.
-  cx, cy, side = 140.1, 115.25, 1.2 * 90.1
-  u = np.floor((ev.x - cx) * S / side + (S - 1) / 2 + 0.5)
-  v = np.floor((ev.y - cy) * S / side + (S - 1) / 2 + 0.5)
-  inside = (u >= 0) & (u < S) & (v >= 0) & (v < S)
+  crop, n_in = win.crop_events(window, win.crop_matrix(box, S), S, capacity=64)
+  u, v, inside = crop_reference(ev.x, ev.y, box)
   assert n_in == inside.sum() > 64
   keep = np.flatnonzero(inside)[-64:]          # the latest 64 of them
   np.testing.assert_array_equal(crop["x"], u[keep])
   np.testing.assert_array_equal(crop["y"], v[keep])
   np.testing.assert_array_equal(crop["t"], ev.t[keep] - 7_000 + 1)   # in (0, window]
   assert crop["valid"].all() and crop["t"].min() >= 1 and crop["t"].max() <= W_US
+
+
+BOX = (100.3, 70.2, 179.9, 160.3)   # davis346; its 1.2 x square lies inside the sensor
+
+
+def fake_model(kind, render=images.RenderConfig()):
+  """A Predictor whose `predict` is numpy: per row, points computed from that row's inputs.
+
+  0: the valid events' mean crop (x, y); 1: their mean t and the window length, x S / W_US;
+  2: their mean polarity x S and the RGB crop's mean / 10; tiled over 98 points.
+  """
+
+  def predict_fn(state, batch):
+    ev, n = batch["events"], len(batch["window_us"])
+    if kind == "rgb_slpt":
+      assert ev["x"].shape == (n, 0)   # it reads no events, so none are cropped or sent
+    out = np.zeros((n, 3, 2))
+    for b, valid in enumerate(ev["valid"]):
+      if valid.any():
+        out[b, 0] = ev["x"][b][valid].mean(), ev["y"][b][valid].mean()
+        out[b, 1, 0] = ev["t"][b][valid].mean() * S / W_US
+        out[b, 2, 0] = ev["p"][b][valid].mean() * S
+      out[b, 1, 1] = batch["window_us"][b] * S / W_US
+      if "image" in batch:
+        out[b, 2, 1] = batch["image"][b].mean() / 10
+    return np.tile(out, (1, 33, 1))[:, :98]
+
+  return predict.Predictor(kind, S, render, predict_fn, None, 98)
+
+
+def fake_reference(events, start, capacity, rgb_value=0.0):
+  """`fake_model`'s crop-px answer for the window [start, start + W_US) of raw `events`, by
+  hand, and how many of its events land in the crop."""
+  sel = (events.t >= start) & (events.t < start + W_US)
+  x, y, t, p = events.x[sel], events.y[sel], events.t[sel], events.p[sel]
+  u, v, inside = crop_reference(x, y, BOX)
+  keep = np.flatnonzero(inside)[-capacity:] if capacity else []
+  pts = np.zeros((3, 2))
+  if len(keep):
+    pts[0] = u[keep].mean(), v[keep].mean()
+    pts[1, 0] = (t[keep] - start + 1).mean() * S / W_US   # t in (0, W_US]
+    pts[2, 0] = p[keep].mean() * S
+  pts[1, 1] = S
+  pts[2, 1] = rgb_value
+  return np.tile(pts, (33, 1))[:98], int(inside.sum())
+
+
+def landmarks_by_window(path):
+  rows = read_csv(path)
+  return {int(r[0, 0]): r[:, 2:] for r in rows.reshape(-1, 98, 4)}
+
+
+def test_each_window_reaches_the_model_as_its_own_row(tmp_path):
+  sensor = CAMERAS["davis346"][0]
+  events, _ = face_recording(sensor, BOX, seed=7, per_window=300)
+  path = tmp_path / "rec.npz"
+  write_events(path, events)
+  render = images.RenderConfig(kind="time_surface")   # the overlay depends on t too
+  opts = dict(OPTS, box=BOX, capacity=128, track=False, overlay="png", overlay_capacity=256)
+  s = predict.run("fake", path, tmp_path / "out", predict.Options(**opts),
+                  fake_model("slpt_event", render))
+  got = landmarks_by_window(tmp_path / "out" / "landmarks.csv")
+  t0, t1 = int(events.t[0]), int(events.t[-1])
+  want = {}
+  for k in range((t1 - t0) // W_US + 1):
+    crop_pts, n_in = fake_reference(events, t0 + k * W_US, 128)
+    if n_in >= OPTS["min_events"]:
+      want[t0 + (k + 1) * W_US] = sensor_reference(crop_pts, BOX)
+  assert list(got) == list(want) and s["windows_over_capacity"] == len(want)
+  for end in want:
+    np.testing.assert_allclose(got[end], want[end], atol=2e-3, err_msg=f"window ending {end}")
+  # Overlay i is window i's events (the latest 256) rendered alone, outside the drawn box/dots.
+  pitch = 1.2 * 90.1 / S
+  for end, pts in got.items():
+    ev = events.time_window(end - W_US, end)
+    alone = images.render_image(ev[-256:].pad(256, t_ref_us=end - W_US - 1), sensor, render,
+                                t_start_us=0, t_end_us=W_US)
+    want_img = (np.clip(np.asarray(alone), 0, 1) * 255).astype(np.uint8)
+    img = cv2.imread(str(tmp_path / "out" / "overlay" / f"{end:012d}.png"))[..., ::-1]
+    yy, xx = np.mgrid[:sensor[0], :sensor[1]]
+    drawn = np.zeros(sensor, bool)
+    for x, y in pts:
+      drawn |= np.hypot(xx - x, yy - y) < 4   # anti-aliased dots spread
+    cx, cy, half = 140.1, 115.25, pitch * S / 2
+    drawn |= (np.abs(np.abs(xx - cx) - half) < 2) & (np.abs(yy - cy) < half + 2)
+    drawn |= (np.abs(np.abs(yy - cy) - half) < 2) & (np.abs(xx - cx) < half + 2)
+    np.testing.assert_array_equal(img[~drawn], want_img[~drawn], err_msg=f"overlay {end}")
+
+
+@pytest.mark.parametrize("kind", ["cmfa", "rgb_slpt"])
+def test_each_window_gets_its_own_rgb_frame(tmp_path, kind):
+  sensor = CAMERAS["davis346"][0]
+  events, _ = face_recording(sensor, BOX, seed=8, n_windows=8)
+  path = tmp_path / "rec.npz"
+  write_events(path, events)
+  t0, t1 = int(events.t[0]), int(events.t[-1])
+  n = (t1 - t0) // W_US + 1
+  frames = tmp_path / "frames"
+  frames.mkdir()
+  for i in range(n):
+    if i != 2:   # no frame: skipped
+      cv2.imwrite(str(frames / f"{t0 + (i + 1) * W_US - 1}.png"),
+                  np.full(sensor + (3,), 10 * i, np.uint8))
+  opts = dict(OPTS, box=BOX, track=False, rgb=str(frames), rgb_max_gap_us=W_US // 4)
+  s = predict.run("fake", path, tmp_path / "out", predict.Options(**opts), fake_model(kind))
+  got = landmarks_by_window(tmp_path / "out" / "landmarks.csv")
+  capacity = OPTS["capacity"] if kind == "cmfa" else 0
+  want, sparse = {}, 0
+  for i in range(n):
+    crop_pts, n_in = fake_reference(events, t0 + i * W_US, capacity, rgb_value=i)
+    # rgb_slpt predicts even the windows without events in the crop.
+    sparse += kind == "cmfa" and n_in < OPTS["min_events"]
+    if i != 2 and (kind == "rgb_slpt" or n_in >= OPTS["min_events"]):
+      want[t0 + (i + 1) * W_US] = sensor_reference(crop_pts, BOX)
+  assert list(got) == list(want) and s["skipped"]["no_rgb_frame"] == 1
+  assert s["skipped"]["too_few_events"] == sparse == (2 if kind == "cmfa" else 0)
+  for end in want:
+    np.testing.assert_allclose(got[end], want[end], atol=2e-3, err_msg=f"window ending {end}")
 
 
 def test_face_box_from_event_density(tmp_path, models):

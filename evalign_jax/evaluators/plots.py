@@ -8,33 +8,16 @@ bad input never leaves a truncated PNG where a previous good one was. matplotlib
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import cv2
 import numpy as np
 
+from evalign_jax import files
 from evalign_jax.evaluators import metrics
 
 GT_COLOR = (0, 255, 0)     # RGB green
 PRED_COLOR = (255, 0, 0)   # RGB red
-
-
-def _write_atomic(path: str, write: Callable[[str], None]) -> None:
-  """Calls write(tmp_path) and renames tmp_path to path; removes tmp_path if anything fails."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                             dir=directory)
-  os.close(fd)
-  try:
-    write(tmp)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def plot_ced(curves: Mapping[str, np.ndarray], path: str, threshold: float = 0.1, *,
@@ -74,10 +57,10 @@ def plot_ced(curves: Mapping[str, np.ndarray], path: str, threshold: float = 0.1
   if title:
     ax.set_title(title)
   fig.tight_layout()
-  _write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+  files.write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
-def _draw_points(image: np.ndarray, points: np.ndarray, color, radius: int) -> np.ndarray:
+def draw_points(image: np.ndarray, points: np.ndarray, color, radius: int) -> np.ndarray:
   """Filled anti-aliased dots at sub-pixel positions, all in one colour.
 
   Not data_pipelines.landmarks.draw_landmarks: that one paints 98-point pupils in a fixed red,
@@ -132,8 +115,8 @@ def prediction_grid(images, pred, gt=None, *, titles: Sequence[str] | None = Non
   for i in range(n):
     tile = np.ascontiguousarray(_tile(images[i])).copy()
     if gt is not None:
-      _draw_points(tile, gt[i], GT_COLOR, radius)
-    _draw_points(tile, pred[i], PRED_COLOR, radius)
+      draw_points(tile, gt[i], GT_COLOR, radius)
+    draw_points(tile, pred[i], PRED_COLOR, radius)
     r, c = divmod(i, ncols)
     y0, x0 = r * (h + strip), c * w
     grid[y0 + strip:y0 + strip + h, x0:x0 + w] = tile
@@ -168,4 +151,4 @@ def write_png(image: np.ndarray, path: str) -> None:
     with open(tmp, "wb") as f:
       f.write(buf.tobytes())
 
-  _write_atomic(path, write)
+  files.write_atomic(path, write)

@@ -467,7 +467,7 @@ class CMFA(nnx.Module):
   def __init__(self, mean_shape, *, d_model: int = 256, num_heads: int = 8, num_layers: int = 6,
                ffn_dim: int = 1024, dropout: float = 0.1, half_sizes: Sequence[float] = (8, 4, 2),
                grid_size: int = 64, sample_num: int = 7, backbone_width: int = 18,
-               backbone_blocks: int = 4, rgb_bn_train: bool = False, freeze_rgb: bool = True,
+               backbone_blocks: int = 4, rgb_bn_train: bool = False,
                dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
     """Builds CMFA.
 
@@ -476,8 +476,6 @@ class CMFA(nnx.Module):
       rgb_bn_train: False (default, clean): the frozen RGB backbone's BatchNorm always runs in eval
         mode. True reproduces the official code, where the "frozen" backbone stays in train mode in
         training: batch statistics normalise and the running statistics keep updating.
-      freeze_rgb: stop gradients at the RGB tokens and structure encoding, so no backward pass runs
-        through the RGB branch whatever the caller differentiates.
       Other args: as SLPT; they apply to both branches.
     """
     mean = _mean_shape_buffer(mean_shape)
@@ -492,7 +490,6 @@ class CMFA(nnx.Module):
     self.grid_size = grid_size
     self.sample_num = sample_num
     self.rgb_bn_train = rgb_bn_train
-    self.freeze_rgb = freeze_rgb
 
   def __call__(self, rgb: jax.Array, events: jax.Array) -> jax.Array:
     """Aligns landmarks on a pair of spatially aligned crops.
@@ -506,17 +503,15 @@ class CMFA(nnx.Module):
     """
     rgb_map = self.rgb.backbone(rgb, use_running_average=None if self.rgb_bn_train else True)
     event_map = self.event.backbone(events)
-    rgb_pos = self.rgb.structure_encoding[...]
-    if self.freeze_rgb:
-      rgb_pos = jax.lax.stop_gradient(rgb_pos)
+    # The RGB branch is frozen: gradients stop at its tokens and structure encoding, so no
+    # backward pass runs through it whatever the caller differentiates.
+    rgb_pos = jax.lax.stop_gradient(self.rgb.structure_encoding[...])
     anchors = jnp.broadcast_to(self.mean_shape[...], (rgb.shape[0],) + self.mean_shape.shape)
     stages = []
     for half in self.half_sizes:
       points, lo, size = roi_sample_points(jax.lax.stop_gradient(anchors), half,
                                            grid_size=self.grid_size, sample_num=self.sample_num)
-      rgb_tokens = self.rgb.patch_embed(sample_patches(rgb_map, points))
-      if self.freeze_rgb:
-        rgb_tokens = jax.lax.stop_gradient(rgb_tokens)
+      rgb_tokens = jax.lax.stop_gradient(self.rgb.patch_embed(sample_patches(rgb_map, points)))
       event_tokens = self.event.patch_embed(sample_patches(event_map, points))
       offsets = self.event.offsets(event_tokens, rgb_tokens, rgb_pos)
       landmarks = lo[:, None] + size[:, None] * offsets
@@ -524,8 +519,6 @@ class CMFA(nnx.Module):
       anchors = landmarks[:, -1]
     return jnp.stack(stages, axis=1)
 
-
-RGB_BRANCH_ATTRS = ("backbone", "patch_embed", "structure_encoding")
 
 
 def rgb_branch_from_slpt(cmfa: CMFA, slpt: SLPT) -> None:

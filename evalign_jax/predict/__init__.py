@@ -7,23 +7,24 @@ stage runs) in fixed-shape batches, and the crop-pixel landmarks are mapped back
 pixels with the inverse of the crop's affine. The face box is given, or found from the event
 density of the first windows, and then follows the previous batch's last prediction.
 
-Windows are skipped, and counted in the summary, when their crop holds fewer than
-`min_events` events or (for models that take RGB) when no frame lies within `rgb_max_gap_us`
-of their end. Everything else that cannot be used is an error naming the input, raised before
-any output is published.
+Windows are skipped, and counted in the summary, when (for models that take events) their crop
+holds fewer than `min_events` events or (for models that take RGB) when no frame lies within
+`rgb_max_gap_us` of their end. Everything else that cannot be used is an error naming the
+input, raised before any output is published.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
-import math
 import os
 import time
 
 import cv2
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -39,6 +40,7 @@ from evalign_jax.trainers import alignment
 from evalign_jax.trainers import common
 
 RGB_MODELS = ("cmfa", "rgb_slpt")
+DEFAULT_WINDOW_US = 33_333
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +48,9 @@ class Options:
   """How to cut, crop and batch a recording.
 
   Attributes:
-    window_us, stride_us: time windows of window_us, one every stride_us (default window_us).
-    window_events: windows of this many events instead (then window_us must be None).
+    window_us, stride_us: time windows of window_us, one every stride_us (default window_us);
+      DEFAULT_WINDOW_US when neither window_us nor window_events is given.
+    window_events: windows of this many events instead of window_us.
     box: (x0, y0, x1, y1) face box in sensor pixels, else found from the first windows.
     detect_windows: how many windows the automatic face box looks at.
     track: move the box to the box of the previous batch's last prediction.
@@ -57,10 +60,12 @@ class Options:
     rgb, rgb_times, rgb_max_gap_us: RGB frames (see `rgb.py`) and how far from a window's end
       its frame may be.
     overlay: "mp4", "png" or "none".
+    overlay_capacity: event slots per overlay image (the latest kept when a window has more);
+      fixed so that one rendering program serves every batch.
     format, sensor_size: passed to the event reader.
   """
 
-  window_us: int | None = 33_333
+  window_us: int | None = None
   stride_us: int | None = None
   window_events: int | None = None
   box: tuple[float, float, float, float] | None = None
@@ -73,6 +78,7 @@ class Options:
   rgb_times: str | None = None
   rgb_max_gap_us: int = 50_000
   overlay: str = "mp4"
+  overlay_capacity: int = 1 << 16
   format: str | None = None
   sensor_size: tuple[int, int] | None = None
 
@@ -115,9 +121,8 @@ def load_predictor(checkpoint: str) -> Predictor:
                    state, int(model.mean_shape.shape[0]))
 
 
-def crop_to_sensor(points: np.ndarray, box, size: int) -> np.ndarray:
-  """(..., 2) crop-pixel points of the evaluation crop of `box` -> sensor pixels, float64."""
-  m = geometry.box_crop_matrix(box, win.CROP_SCALE, size)
+def crop_to_sensor(points: np.ndarray, m: np.ndarray) -> np.ndarray:
+  """(..., 2) crop-pixel points of the crop `m` (`windows.crop_matrix`) -> sensor px, float64."""
   return geometry.apply_to_points(geometry.invert(m), points)
 
 
@@ -136,13 +141,13 @@ def run(checkpoint: str, events_path, out_dir, options: Options = Options(),
     The summary (also in summary.json).
   """
   o = options
+  if o.window_us is None and o.window_events is None:
+    o = dataclasses.replace(o, window_us=DEFAULT_WINDOW_US)
   p = predictor or load_predictor(checkpoint)
   if p.kind in RGB_MODELS and not o.rgb:
     raise ValueError(f"{checkpoint}: a {p.kind} model needs RGB frames paired with the events "
                      "(--rgb=VIDEO_OR_FOLDER); for events alone train and use the event-only "
                      "model: python -m evalign_jax.main --config=configs/cmfa.py:model=slpt_event")
-  if o.window_events is not None and o.window_us is not None:
-    raise ValueError("give window_us or window_events, not both")
   frames = rgb_lib.RgbFrames(o.rgb, o.rgb_times) if p.kind in RGB_MODELS else None
   stream = win.iter_windows(events_path, window_us=o.window_us, stride_us=o.stride_us,
                             window_events=o.window_events, format=o.format,
@@ -166,36 +171,41 @@ def run(checkpoint: str, events_path, out_dir, options: Options = Options(),
   fps = 1e6 / (o.stride_us or o.window_us) if o.window_us else 30.0
   writer = outputs.PredictionWriter(out_dir, o.overlay, fps)
   counts = {"windows": 0, "predicted": 0, "too_few_events": 0, "no_rgb_frame": 0,
-            "over_capacity": 0, "track_kept_box": 0}
+            "over_capacity": 0, "overlay_truncated": 0, "track_kept_box": 0}
   timing = {"model_s": 0.0}
+  capacity = _capacity(p, o)
+  no_events = _empty_crop(0)
   try:
     t0 = time.perf_counter()
     pending = []
-    p.predict(p.state, _batch([], o.batch_size, p, o.capacity)).block_until_ready()
+    jax.block_until_ready(p.predict(p.state, _batch([], o.batch_size, p, capacity)))
     timing["compile_s"] = time.perf_counter() - t0
     t_loop = time.perf_counter()
-    for window in _chain(first, stream):
+    m = win.crop_matrix(box, p.image_size)   # the box, hence the crop, is fixed within a batch
+    for window in itertools.chain(first, stream):
       counts["windows"] += 1
-      crop, n_in = win.crop_events(window, box, p.image_size, o.capacity)
-      if n_in < o.min_events:
-        counts["too_few_events"] += 1
-        continue
-      counts["over_capacity"] += n_in > o.capacity
+      crop = no_events
+      if capacity:
+        crop, n_in = win.crop_events(window, m, p.image_size, capacity)
+        if n_in < o.min_events:
+          counts["too_few_events"] += 1
+          continue
+        counts["over_capacity"] += n_in > capacity
       rgb_crop = None
       if frames is not None:
         found = frames.nearest(window.end_us - 1, o.rgb_max_gap_us)
         if found is None:
           counts["no_rgb_frame"] += 1
           continue
-        m = geometry.box_crop_matrix(box, win.CROP_SCALE, p.image_size)
         rgb_crop = cv2.warpAffine(found[0], m, (p.image_size, p.image_size),
                                   flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-      pending.append((window, crop, rgb_crop, box))
+      pending.append((window, crop, rgb_crop))
       if len(pending) == o.batch_size:
-        box = _flush(pending, p, o, writer, counts, timing, checkpoint)
+        box = _flush(pending, box, m, p, o, writer, counts, timing, checkpoint)
+        m = win.crop_matrix(box, p.image_size)
         pending = []
     if pending:
-      box = _flush(pending, p, o, writer, counts, timing, checkpoint)
+      box = _flush(pending, box, m, p, o, writer, counts, timing, checkpoint)
     loop_s = time.perf_counter() - t_loop
     summary = {
         "checkpoint": str(checkpoint), "model": p.kind, "events": str(events_path),
@@ -206,6 +216,7 @@ def run(checkpoint: str, events_path, out_dir, options: Options = Options(),
         "skipped": {"too_few_events": counts["too_few_events"],
                     "no_rgb_frame": counts["no_rgb_frame"]},
         "windows_over_capacity": counts["over_capacity"],
+        "overlay_windows_truncated": counts["overlay_truncated"],
         "track_kept_box": counts["track_kept_box"],
         "compile_s": timing["compile_s"], "seconds": loop_s,
         "windows_per_s": counts["predicted"] / loop_s if loop_s > 0 else None,
@@ -223,22 +234,26 @@ def run(checkpoint: str, events_path, out_dir, options: Options = Options(),
   return summary
 
 
-def _flush(pending, p: Predictor, o: Options, writer, counts, timing, checkpoint) -> np.ndarray:
-  """Runs one batch; writes its rows and overlay frames; returns the box for the next batch."""
+def _flush(pending, box, m, p: Predictor, o: Options, writer, counts, timing,
+           checkpoint) -> np.ndarray:
+  """Runs one batch (cropped by `m`, of `box`), writes rows and overlays; returns the next box."""
   t0 = time.perf_counter()
-  out = np.asarray(p.predict(p.state, _batch(pending, o.batch_size, p, o.capacity)))
+  out = np.asarray(p.predict(p.state, _batch(pending, o.batch_size, p, _capacity(p, o))))
   timing["model_s"] += time.perf_counter() - t0
-  box = pending[-1][3]
+  windows = [w for w, _, _ in pending]
+  overlays = None
+  if o.overlay != "none":
+    overlays = _sensor_images(windows, p.render, o.overlay_capacity, o.batch_size)
+    counts["overlay_truncated"] += sum(len(w.events) > o.overlay_capacity for w in windows)
   sensor_pts = None
-  for (window, _, _, used_box), crop_pts in zip(pending, out):
+  for i, (window, crop_pts) in enumerate(zip(windows, out)):
     if not np.all(np.isfinite(crop_pts)):
       raise FloatingPointError(f"{checkpoint}: the model predicted non-finite landmarks for the "
                                f"window ending at {window.end_us} µs; its weights are unusable")
-    sensor_pts = crop_to_sensor(crop_pts, used_box, p.image_size)
+    sensor_pts = crop_to_sensor(crop_pts, m)
     writer.landmarks(window.end_us, sensor_pts)
-    if o.overlay != "none":
-      writer.frame(window.end_us, _sensor_image(window, p.render), used_box, sensor_pts,
-                   win.CROP_SCALE)
+    if overlays is not None:
+      writer.frame(window.end_us, overlays[i], box, sensor_pts, win.CROP_SCALE)
     counts["predicted"] += 1
   if o.track:
     new = win.tracked_box(sensor_pts, box)
@@ -249,14 +264,23 @@ def _flush(pending, p: Predictor, o: Options, writer, counts, timing, checkpoint
   return box
 
 
+def _capacity(p: Predictor, o: Options) -> int:
+  """Event slots per crop; none for rgb_slpt, which reads no events (nor skips sparse windows)."""
+  return 0 if p.kind == "rgb_slpt" else o.capacity
+
+
+def _empty_crop(capacity: int) -> dict:
+  return {k: np.zeros(capacity, dt) for k, dt in (("x", np.int16), ("y", np.int16),
+                                                  ("t", np.int32), ("p", np.uint8),
+                                                  ("valid", bool))}
+
+
 def _batch(pending, batch_size: int, p: Predictor, capacity: int) -> dict:
   """A fixed-shape batch (padded with empty windows) in the format `model_inputs` reads."""
   size = p.image_size
-  empty = {k: np.zeros(capacity, dt) for k, dt in (("x", np.int16), ("y", np.int16),
-                                                   ("t", np.int32), ("p", np.uint8),
-                                                   ("valid", bool))}
-  crops = [c for _, c, _, _ in pending] + [empty] * (batch_size - len(pending))
-  durations = [w.duration_us for w, _, _, _ in pending] + [1] * (batch_size - len(pending))
+  empty = _empty_crop(capacity)
+  crops = [c for _, c, _ in pending] + [empty] * (batch_size - len(pending))
+  durations = [w.duration_us for w, _, _ in pending] + [1] * (batch_size - len(pending))
   batch = {
       "events": {k: np.stack([c[k] for c in crops]) for k in empty},
       "window_us": np.asarray(durations, np.int32),
@@ -266,24 +290,33 @@ def _batch(pending, batch_size: int, p: Predictor, capacity: int) -> dict:
   }
   if p.kind in RGB_MODELS:
     image = np.zeros((batch_size, size, size, 3), np.uint8)
-    for i, (_, _, rgb_crop, _) in enumerate(pending):
+    for i, (_, _, rgb_crop) in enumerate(pending):
       image[i] = rgb_crop
     batch["image"] = image
   return batch
 
 
-def _sensor_image(window: win.Window, render: images.RenderConfig) -> np.ndarray:
-  """The whole window rendered on the full sensor as the model's images are: (H, W, 3) [0, 1]."""
-  n = len(window.events)
-  capacity = 1 << max(12, math.ceil(math.log2(max(n, 1))))   # few shapes, few compilations
-  padded = window.events.pad(capacity, t_ref_us=window.start_us - 1)
-  return np.asarray(_render(padded, np.int32(window.duration_us), window.events.sensor_size,
-                            render))
+def _sensor_images(windows, render: images.RenderConfig, capacity: int,
+                   batch_size: int) -> np.ndarray:
+  """The windows rendered on the full sensor as the model's images are: (N, H, W, 3) uint8 RGB.
+
+  One call per batch, padded to batch_size x capacity (a window with more events shows its
+  latest `capacity`), so the whole recording runs a single compiled program.
+  """
+  padded = [w.events[-capacity:].pad(capacity, t_ref_us=w.start_us - 1) for w in windows]
+  padded += [padded[0]] * (batch_size - len(windows))
+  ends = [w.duration_us for w in windows] + [1] * (batch_size - len(windows))
+  batch = jax.tree.map(lambda *a: np.stack(a), *padded)
+  out = _render_batch(batch, np.asarray(ends, np.int32), windows[0].events.sensor_size, render)
+  return np.asarray(out)[:len(windows)]
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
-def _render(padded, t_end_us, sensor_size: tuple[int, int], render: images.RenderConfig):
-  return images.render_image(padded, sensor_size, render, t_start_us=0, t_end_us=t_end_us)
+def _render_batch(padded, t_end_us, sensor_size: tuple[int, int], render: images.RenderConfig):
+  # Windows are padded relative to start - 1, so their events lie in (0, duration].
+  one = lambda e, t: images.render_image(e, sensor_size, render, t_start_us=0, t_end_us=t)
+  rgb = jax.vmap(one)(padded, t_end_us)
+  return (jnp.clip(rgb, 0, 1) * 255).astype(jnp.uint8)   # a quarter of the float transfer
 
 
 def _checked_box(box, sensor) -> np.ndarray:
@@ -294,11 +327,6 @@ def _checked_box(box, sensor) -> np.ndarray:
   if b[2] < 0 or b[3] < 0 or b[0] >= w or b[1] >= h:
     raise ValueError(f"box {box} lies outside the {w}x{h} sensor")
   return b
-
-
-def _chain(first, rest):
-  yield from first
-  yield from rest
 
 
 def _jsonable(d: dict) -> dict:

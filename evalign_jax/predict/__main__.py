@@ -23,7 +23,8 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Stage workdir or export f
 _EVENTS = flags.DEFINE_string("events", None, "Event file (AEDAT4, EVT2/2.1/3 .raw, DAT, "
                               "HDF5, npz).")
 _OUT = flags.DEFINE_string("out", None, "Output folder.")
-_WINDOW_US = flags.DEFINE_integer("window_us", None, "Window length in µs (default 33333).")
+_WINDOW_US = flags.DEFINE_integer("window_us", None, "Window length in µs (default 33333 "
+                                   "unless --window_events).")
 _STRIDE_US = flags.DEFINE_integer("stride_us", None, "One window every stride_us (divides "
                                   "window_us; default window_us).")
 _WINDOW_EVENTS = flags.DEFINE_integer("window_events", None, "Windows of this many events "
@@ -42,6 +43,8 @@ _CAPACITY = flags.DEFINE_integer("capacity", 16_384, "Event slots per crop.")
 _MIN_EVENTS = flags.DEFINE_integer("min_events", 100, "Skip windows with fewer events in the "
                                    "crop.")
 _OVERLAY = flags.DEFINE_enum("overlay", "mp4", ["mp4", "png", "none"], "Overlay output.")
+_OVERLAY_CAPACITY = flags.DEFINE_integer("overlay_capacity", 1 << 16, "Event slots per overlay "
+                                         "image (the latest kept).")
 _FORMAT = flags.DEFINE_string("format", None, "Event file format, if detection cannot tell.")
 _SENSOR_SIZE = flags.DEFINE_list("sensor_size", None, "height,width, for files without it.")
 flags.mark_flags_as_required(["checkpoint", "events", "out"])
@@ -52,16 +55,15 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   runtime.quiet_library_logs()   # checkpoint loading logs every read at INFO
   runtime.enable_compilation_cache()
-  window_us = _WINDOW_US.value
-  if window_us is None and _WINDOW_EVENTS.value is None:
-    window_us = 33_333
   try:
     options = predict.Options(
-        window_us=window_us, stride_us=_STRIDE_US.value, window_events=_WINDOW_EVENTS.value,
+        window_us=_WINDOW_US.value, stride_us=_STRIDE_US.value,
+        window_events=_WINDOW_EVENTS.value,
         box=tuple(float(v) for v in _BOX.value) if _BOX.value else None,
         track=_TRACK.value, batch_size=_BATCH_SIZE.value, capacity=_CAPACITY.value,
         min_events=_MIN_EVENTS.value, rgb=_RGB.value, rgb_times=_RGB_TIMES.value,
-        rgb_max_gap_us=_RGB_MAX_GAP_US.value, overlay=_OVERLAY.value, format=_FORMAT.value,
+        rgb_max_gap_us=_RGB_MAX_GAP_US.value, overlay=_OVERLAY.value,
+        overlay_capacity=_OVERLAY_CAPACITY.value, format=_FORMAT.value,
         sensor_size=tuple(int(v) for v in _SENSOR_SIZE.value) if _SENSOR_SIZE.value else None)
     summary = predict.run(_CHECKPOINT.value, _EVENTS.value, _OUT.value, options)
   except (EventFileError, rgb.RgbInputError, ValueError, FileNotFoundError,

@@ -21,6 +21,9 @@ import shutil
 import cv2
 import numpy as np
 
+from data_pipelines import geometry
+from evalign_jax.evaluators import plots
+
 OVERLAY_KINDS = ("mp4", "png", "none")
 LANDMARK_COLOUR = (0, 200, 0)      # BGR
 BOX_COLOUR = (128, 128, 128)
@@ -54,17 +57,13 @@ class PredictionWriter:
 
   def frame(self, end_us: int, image: np.ndarray, box, points: np.ndarray,
             crop_scale: float) -> None:
-    """One overlay frame: (H, W, 3) float [0, 1] RGB event image, face box, (K, 2) points."""
-    if self.overlay == "none":
-      return
-    canvas = np.ascontiguousarray((np.clip(image, 0, 1) * 255).astype(np.uint8)[..., ::-1])
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    half = crop_scale * max(box[2] - box[0], box[3] - box[1]) / 2
-    cv2.rectangle(canvas, (int(round(cx - half)), int(round(cy - half))),
-                  (int(round(cx + half)), int(round(cy + half))), BOX_COLOUR, 1)
+    """One overlay frame: (H, W, 3) uint8 RGB event image, face box, (K, 2) points."""
+    canvas = np.ascontiguousarray(image[..., ::-1])   # cv2 writes BGR
+    cx, cy, side = geometry.square_box(box, crop_scale)
+    cv2.rectangle(canvas, (int(round(cx - side / 2)), int(round(cy - side / 2))),
+                  (int(round(cx + side / 2)), int(round(cy + side / 2))), BOX_COLOUR, 1)
     radius = max(1, round(max(canvas.shape[:2]) / 300))
-    for x, y in points:
-      cv2.circle(canvas, (int(round(x)), int(round(y))), radius, LANDMARK_COLOUR, -1)
+    plots.draw_points(canvas, points, LANDMARK_COLOUR, radius)
     if self.overlay == "png":
       if not cv2.imwrite(str(self.tmp["png"] / f"{end_us:012d}.png"), canvas):
         raise OSError(f"{self.tmp['png']}: cannot write overlay frames")

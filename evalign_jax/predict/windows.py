@@ -59,7 +59,7 @@ def iter_windows(path, *, window_us: int | None = None, stride_us: int | None = 
   after its last event.
   """
   if (window_us is None) == (window_events is None):
-    raise ValueError("give exactly one of window_us and window_events")
+    raise ValueError("give one of window_us and window_events, not both")
   if window_events is not None:
     for k, ev in enumerate(io.iter_event_chunks(path, chunk_events=int(window_events),
                                                 format=format, sensor_size=sensor_size)):
@@ -85,12 +85,17 @@ def iter_windows(path, *, window_us: int | None = None, stride_us: int | None = 
       yield Window(k, t0 + k * stride + window_us, window_us, events)
 
 
-def crop_events(window: Window, box, size: int, capacity: int) -> tuple[dict, int]:
-  """The events of `window` in the size x size evaluation crop of `box`, padded for the model.
+def crop_matrix(box, size: int) -> np.ndarray:
+  """The (2, 3) sensor -> crop affine of the size x size evaluation crop of `box`."""
+  return geometry.box_crop_matrix(box, CROP_SCALE, size)
+
+
+def crop_events(window: Window, m: np.ndarray, size: int, capacity: int) -> tuple[dict, int]:
+  """The events of `window` in the size x size crop `m`, padded for the model.
 
   Args:
     window: the events, sensor pixels.
-    box: (4,) face box (x0, y0, x1, y1) in sensor pixels.
+    m: (2, 3) sensor -> crop affine, `crop_matrix(box, size)`.
     size: the model's crop side in pixels.
     capacity: C, the fixed number of event slots; a window with more events in the crop keeps
       the latest C (as the dataset builders do).
@@ -100,7 +105,6 @@ def crop_events(window: Window, box, size: int, capacity: int) -> tuple[dict, in
     bool}, number of events that fell in the crop before truncation).
   """
   ev = window.events
-  m = geometry.box_crop_matrix(box, CROP_SCALE, size)
   # Training windows are (start, end] with t in (0, window_us]; ours are [start, end) in whole
   # µs, the same events as (start - 1, end - 1], so t - start + 1 lands in (0, duration].
   rel = (ev.t - (window.start_us - 1)).astype(np.int32)
@@ -120,8 +124,9 @@ def face_box_from_events(events: Events, *, threshold: float = 0.3) -> np.ndarra
   Per-pixel counts are clipped at their 99th percentile (hot pixels would otherwise win),
   smoothed with a Gaussian of sigma = max(height, width) / 50, thresholded at `threshold` x
   the peak; the box is that of the connected region holding the peak, shrunk by sigma / 2 (a
-  uniform region's blurred edge crosses 0.3 x its level about 0.5 sigma outside it). A moving face is the densest event source in front of a still camera; a moving
-  camera or a busy background can fool it, then pass the box by hand.
+  uniform region's blurred edge crosses 0.3 x its level about 0.5 sigma outside it). A moving
+  face is the densest event source in front of a still camera; a moving camera or a busy
+  background can fool it, then pass the box by hand.
   """
   if not len(events):
     raise ValueError("no events to find a face in")

@@ -100,13 +100,16 @@ def make_predict(graphdef, kind: str, image_size: int, render, batch_sharding=No
   return distributed.CompiledTogether(predict, "predict")
 
 
-def predict_split(predict, state, dataset, batch_sharding=None) -> dict:
+def predict_split(predict, state, dataset, batch_sharding=None,
+                  num_images: int | None = None) -> dict:
   """Runs `predict` over an evaluation dataset (padded batches): numpy predictions + labels.
 
   With `batch_sharding` each process's batches become global arrays and it gets back the
-  predictions of its own examples (of its shard of the split).
+  predictions of its own examples (of its shard of the split). `num_images` keeps the crops of
+  only the first that many examples (None: all), so validation does not hold every image.
   """
   out = {k: [] for k in ("pred", "gt", "clip_id", "frame_index", "subset", "image")}
+  kept_images = 0
   for batch in dataset:
     device, host = ip.split_host_fields(batch)
     if batch_sharding is not None:
@@ -115,7 +118,10 @@ def predict_split(predict, state, dataset, batch_sharding=None) -> dict:
     keep = np.asarray(batch["example_mask"])
     out["pred"].append(pred[keep])
     out["gt"].append(np.asarray(batch["landmarks"])[keep])
-    out["image"].append(np.asarray(batch["image"])[keep])
+    if num_images is None or kept_images < num_images:
+      images = np.asarray(batch["image"])[keep]
+      out["image"].append(images if num_images is None else images[:num_images - kept_images])
+      kept_images += len(out["image"][-1])
     for k in ("clip_id", "frame_index", "subset"):
       out[k].append(np.asarray(host[k])[keep])
   return {k: np.concatenate(v) for k, v in out.items()}
@@ -161,7 +167,7 @@ def build_stage(config) -> common.Stage:
   size = config.image_size
   render = common.render_config(config)
   train_source = ip.make_source(config.dataset, common.data_dir(config), "train")
-  shape = common.mean_shape(train_source, size)
+  shape = common.mean_shape(config.dataset, common.data_dir(config), size)
   model = build_model(kind, shape, config, config.seed)
   init_branches(model, kind, config)
 
@@ -188,23 +194,18 @@ def build_stage(config) -> common.Stage:
 
   def evaluate(state):
     res = predict_split(predict, nnx.state(nnx.merge(graphdef, state)[0]), val_ds,
-                        eval_sharding)
+                        eval_sharding, num_images=NUM_PICTURES)
     nme = metrics_lib.per_image_nme(res["pred"], res["gt"],
                                     metrics_lib.normalizer(res["gt"], "inter_ocular"))
-    return {"val_nme": distributed.global_mean(nme) * 100}   # over every process's examples
-
-  picture_batch = next(iter(val_ds))   # the same examples at every evaluation
-
-  def pictures(state):
-    res = predict_split(predict, nnx.state(nnx.merge(graphdef, state)[0]), [picture_batch],
-                        eval_sharding)
-    return {"val_predictions": prediction_picture(res)}
+    # NME over every process's examples; the picture shows the first validation examples.
+    return ({"val_nme": distributed.global_mean(nme) * 100},
+            {"val_predictions": prediction_picture(res)})
 
   stage = common.Stage(
       name=kind, graphdef=graphdef, state=state, train_step=train_step,
       train_iter=ip.make_iterator(train_ds, config.num_workers), total_steps=total_steps,
       evaluate=evaluate, export_model=lambda s: nnx.merge(graphdef, s)[0],
-      batch_sharding=shardings.batch, pictures=pictures)
+      batch_sharding=shardings.batch)
   print(f"[{kind}] {len(train_source)} training examples, batch {config.batch_size}, "
         f"{total_steps} steps ({total_steps / steps_per_epoch:.1f} epochs); "
         f"{_count(model, wrt) / 1e6:.2f} M trainable of {_count(model, nnx.Param) / 1e6:.2f} M "

@@ -27,11 +27,13 @@ from absl import logging
 from flax import nnx
 
 from data_pipelines import augment
+from data_pipelines import geometry
 from data_pipelines import input_pipeline as ip
 from data_pipelines import landmarks as lm
 from data_pipelines.build import ensure_built
 from evalign_jax import checkpoints
 from evalign_jax import distributed
+from evalign_jax import files
 from evalign_jax import guards
 from evalign_jax import metric_writers
 from evalign_jax import sharding
@@ -65,16 +67,22 @@ def render_config(config) -> event_images.RenderConfig:
                                    tau_us=r.tau_us)
 
 
-def mean_shape(source, image_size: int, max_examples: int = 2000) -> np.ndarray:
-  """(K, 2) mean landmarks of the training set in [0, 1] crop coordinates.
+def mean_shape(dataset: str, data_dir: str, image_size: int,
+               max_examples: int = 2000) -> np.ndarray:
+  """(K, 2) mean landmarks of the training split in [0, 1] crop coordinates.
 
-  Uses the evaluation crop (1.2 x box, no augmentation), the frame the models see; an evenly
-  spaced subset of at most `max_examples` examples is enough for a mean.
+  In the evaluation crop (1.2 x box, no augmentation), the frame the models see; only the
+  landmarks are transformed (images are not decoded). An evenly spaced subset of at most
+  `max_examples` examples is enough for a mean.
   """
+  source = ip.make_source(dataset, data_dir, "train", decode_image=False)
   cfg = augment.AlignmentAugment(out_size=image_size)
   idx = np.linspace(0, len(source) - 1, min(len(source), max_examples)).astype(int)
-  pts = [augment.alignment_example(source[int(i)], None, cfg, train=False)["landmarks"]
-         for i in idx]
+  pts = []
+  for i in idx:
+    example = source[int(i)]
+    pts.append(geometry.apply_to_points(augment.eval_crop_matrix(example, cfg),
+                                        np.asarray(example["landmarks"])))
   return (np.mean(pts, axis=0) / image_size).astype(np.float32)
 
 
@@ -215,11 +223,10 @@ class Stage:
     train_step: jitted (state, batch) -> (state, metrics dict of scalars).
     train_iter: the grain iterator of training batches (checkpointed with the state).
     total_steps: steps of the whole run.
-    evaluate: optional (state) -> metrics dict (e.g. {"val_nme": ...}); lower val_nme is
-      better.
+    evaluate: optional (state) -> (metrics, pictures): metrics e.g. {"val_nme": ...} (lower
+      val_nme is better); pictures {tag: (H, W, 3) uint8 RGB}, possibly empty, written as
+      `<workdir>/pictures/<tag>_<step>.png` and to TensorBoard.
     export_model: (state) -> the model to export at the end (for `init_from`).
-    pictures: optional (state) -> {tag: (H, W, 3) uint8 RGB}, drawn at each evaluation
-      (`<workdir>/pictures/<tag>_<step>.png` and TensorBoard).
     batch_sharding: the global sharding of a training batch; each host batch becomes global
       arrays with it (`sharding.global_batch`). None: host batches go to the step as they are.
   """
@@ -233,7 +240,6 @@ class Stage:
   evaluate: Callable | None = None
   export_model: Callable | None = None
   batch_sharding: Any = None
-  pictures: Callable | None = None
 
 
 def run_training(stage: Stage, config, workdir: str) -> dict:
@@ -245,8 +251,7 @@ def run_training(stage: Stage, config, workdir: str) -> dict:
   guards.check_workdir(workdir, guards.checkpoint_bytes(stage.state, config.checkpoint.keep))
   config_dict = json.loads(config.to_json())
   if distributed.is_primary():
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(config_dict, f, indent=2)
+    files.write_text(os.path.join(workdir, "config.json"), json.dumps(config_dict, indent=2))
   ckpts = checkpoints.TrainCheckpoints(
       workdir, keep=config.checkpoint.keep,
       best_metric="val_nme" if stage.evaluate is not None else None)
@@ -260,6 +265,7 @@ def run_training(stage: Stage, config, workdir: str) -> dict:
   progress = metric_writers.Progress(stage.name, stage.total_steps, step,
                                      every=config.log_every)
   last_eval = {}
+  first_step = step
   t_input = 0.0   # host seconds spent waiting for batches since the last log line
   try:
     while step < stage.total_steps:
@@ -279,15 +285,14 @@ def run_training(stage: Stage, config, workdir: str) -> dict:
         progress.update(step, {**{k: metrics[k] for k in ("loss", "lr") if k in metrics},
                                **last_eval}, force=True)   # + the latest validation metrics
         t_input = 0.0
-      if step == 1:
-        progress.restart_clock(step)   # the first step includes compilation
+      if step == first_step + 1:
+        progress.restart_clock(step)   # the first step of this run includes compilation
       evaluate_now = stage.evaluate is not None and (
           step % config.eval_every == 0 or step == stage.total_steps)
       if evaluate_now:
-        last_eval = stage.evaluate(state)
+        last_eval, pictures = stage.evaluate(state)
         writer.write(step, last_eval)
-        if stage.pictures is not None:
-          writer.write_pictures(step, stage.pictures(state))
+        writer.write_pictures(step, pictures)
         print(f"[{stage.name}] step {step}: " + "  ".join(
             f"{k}={v:.4g}" for k, v in last_eval.items()), flush=True)
       if step % config.checkpoint.every == 0 or step == stage.total_steps:

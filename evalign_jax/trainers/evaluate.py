@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import os
 
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
 
 from data_pipelines import input_pipeline as ip
+from evalign_jax import files
 from evalign_jax.evaluators import metrics
 from evalign_jax.evaluators import plots
 from evalign_jax.trainers import alignment
@@ -32,11 +34,9 @@ def predictions(checkpoint: str, config) -> dict:
   source = ip.make_source(config.dataset, common.data_dir(config), config.split)
   if checkpoint == MEAN_SHAPE:
     size = config.image_size
-    train = ip.make_source(config.dataset, common.data_dir(config), "train")
-    shape = common.mean_shape(train, size) * size
-    out = _labels(alignment.eval_dataset(config, size, source))
-    out["pred"] = np.broadcast_to(shape, (len(out["gt"]),) + shape.shape).copy()
-    return out
+    shape = jnp.asarray(common.mean_shape(config.dataset, common.data_dir(config), size) * size)
+    predict = lambda _, batch: jnp.broadcast_to(shape, batch["landmarks"].shape)
+    return alignment.predict_split(predict, None, alignment.eval_dataset(config, size, source))
   model, cfg = common.load_exported(checkpoint)
   kind = cfg["model"]
   if kind not in alignment.MODELS:
@@ -50,17 +50,6 @@ def predictions(checkpoint: str, config) -> dict:
   return alignment.predict_split(predict, state, alignment.eval_dataset(config, size, source))
 
 
-def _labels(ds) -> dict:
-  out = {k: [] for k in ("gt", "clip_id", "frame_index", "subset", "image")}
-  for batch in ds:
-    keep = np.asarray(batch["example_mask"])
-    out["gt"].append(batch["landmarks"][keep])
-    out["image"].append(batch["image"][keep])
-    for k in ("clip_id", "frame_index", "subset"):
-      out[k].append(np.asarray(batch[k])[keep])
-  return {k: np.concatenate(v) for k, v in out.items()}
-
-
 def summarize(res: dict, config) -> dict:
   norm = config.norm
   if norm == "auto":
@@ -72,10 +61,8 @@ def summarize(res: dict, config) -> dict:
 
 
 def per_image_nmes(res: dict, norm_kind: str) -> np.ndarray:
-  pred = res["pred"]
-  if pred.shape[1] == 98 and res["gt"].shape[1] == 5:
-    pred = metrics.esie_from_wflw(pred)
-  return metrics.per_image_nme(pred, res["gt"], metrics.normalizer(res["gt"], norm_kind))
+  return metrics.per_image_nme(_to_gt_layout(res), res["gt"],
+                               metrics.normalizer(res["gt"], norm_kind))
 
 
 def run(config, workdir: str) -> dict:
@@ -92,22 +79,14 @@ def run(config, workdir: str) -> dict:
                          titles=[f"{100 * nmes[i]:.1f}%" for i in worst])
   result = {"checkpoint": config.checkpoint, "dataset": config.dataset, "split": config.split,
             **summary}
-  _write_text(json.dumps(result, indent=2), os.path.join(workdir, "results.json"))
+  files.write_text(os.path.join(workdir, "results.json"), json.dumps(result, indent=2))
   table = format_table({name: summary})
   if "per_subset" in summary:
     table += "\n\n" + format_table(summary["per_subset"], title="subset")
-  _write_text(table + "\n", os.path.join(workdir, "table.txt"))
+  files.write_text(os.path.join(workdir, "table.txt"), table + "\n")
   print(table)
   print(f"wrote {workdir}/results.json, table.txt, ced.png, worst.png")
   return result
-
-
-def _write_text(text: str, path: str) -> None:
-  """Beside the target, then renamed: a crash never leaves half a file."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 def ced_curves(name: str, nmes: np.ndarray, subsets: np.ndarray,
@@ -127,6 +106,7 @@ def ced_curves(name: str, nmes: np.ndarray, subsets: np.ndarray,
 
 
 def _to_gt_layout(res: dict) -> np.ndarray:
+  """98-point predictions on a 5-point dataset (E-SIE) -> its 5 points; else as they are."""
   pred = res["pred"]
   return metrics.esie_from_wflw(pred) if pred.shape[1] == 98 and res["gt"].shape[1] == 5 \
       else pred

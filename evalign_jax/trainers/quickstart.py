@@ -13,6 +13,7 @@ import os
 import time
 
 from evalign_jax import config_utils
+from evalign_jax import files
 from evalign_jax.trainers import alignment
 from evalign_jax.trainers import common
 from evalign_jax.trainers import evaluate
@@ -69,9 +70,7 @@ def run(config, workdir: str, plan=None, evaluated=("slpt_event", "cmfa")) -> di
     result = evaluate.run(c, sub(f"eval_{name}"))
     rows[name] = {"nme": result["nme"], "fr": result["fr"], "auc": result["auc"],
                   "num_images": result["num_images"]}
-  with open(os.path.join(workdir, "summary.json.tmp"), "w") as f:
-    json.dump(rows, f, indent=2)
-  os.replace(os.path.join(workdir, "summary.json.tmp"), os.path.join(workdir, "summary.json"))
+  files.write_text(os.path.join(workdir, "summary.json"), json.dumps(rows, indent=2))
   print(f"\nResults on {config.dataset} (test split), {time.perf_counter() - start:.0f} s:")
   print(evaluate.format_table(rows))
   return rows

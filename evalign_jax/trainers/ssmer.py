@@ -12,6 +12,8 @@ SimSiam model; `cmfa` takes its encoder body.
 
 from __future__ import annotations
 
+import dataclasses
+
 import optax
 from flax import nnx
 
@@ -25,9 +27,9 @@ from evalign_jax.trainers import common
 
 
 def view_configs(config) -> tuple[event_images.RenderConfig, ...]:
-  r = config.render
-  return tuple(event_images.RenderConfig(kind=k, num_bins=r.num_bins, convention=r.convention,
-                                         tau_us=r.tau_us) for k in config.representations)
+  """The config's render settings, once per representation (the SimSiam views)."""
+  base = common.render_config(config)
+  return tuple(dataclasses.replace(base, kind=k) for k in config.representations)
 
 
 def build_model(config: dict, seed: int = 0) -> nnx.Module:

@@ -114,6 +114,57 @@ def test_gradient_accumulation_equals_one_big_batch():
     common.make_update_step(graphdef, mse, lr, accum_steps=3)(s1, batch)
 
 
+def _mlp_params(state, graphdef) -> dict:
+  model = nnx.merge(graphdef, state)[0]
+  return {"w1": model.dense.kernel[...], "b1": model.dense.bias[...],
+          "w2": model.out.kernel[...], "b2": model.out.bias[...]}
+
+
+def _hand_sgd_step(params, batch, lr):
+  """(loss, params after one SGD step) of `Mlp` + `mse`, by hand in float64 numpy."""
+  p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  x, y = np.asarray(batch["x"], np.float64), np.asarray(batch["y"], np.float64)
+  h = x @ p["w1"] + p["b1"]
+  a = np.maximum(h, 0.0)
+  err = a @ p["w2"] + p["b2"] - y
+  loss = np.mean(err ** 2)
+  d_out = 2.0 * err / err.size
+  d_h = (d_out @ p["w2"].T) * (h > 0)
+  grads = {"w2": a.T @ d_out, "b2": d_out.sum(0), "w1": x.T @ d_h, "b1": d_h.sum(0)}
+  return loss, {k: p[k] - lr * grads[k] for k in p}
+
+
+def test_update_step_matches_a_hand_sgd_step_unsharded_fsdp_and_accumulated():
+  lr = 0.1
+  graphdef, state = mlp_state(optax.sgd(lr))
+  batch = batch_of(8, seed=2)
+  want_loss, want = _hand_sgd_step(_mlp_params(state, graphdef), batch, lr)
+  # The step moves every parameter by far more than the tolerance below.
+  assert min(np.max(np.abs(want[k] - np.asarray(v, np.float64)))
+             for k, v in _mlp_params(state, graphdef).items()) > 1e-4
+  schedule = optax.constant_schedule(lr)
+
+  def check(new_state, metrics):
+    assert float(metrics["loss"]) == pytest.approx(want_loss, rel=1e-5)
+    got = _mlp_params(new_state, graphdef)
+    for k in want:
+      np.testing.assert_allclose(np.asarray(got[k], np.float64), want[k], rtol=1e-5, atol=1e-6,
+                                 err_msg=k)
+
+  for accum in (1, 4):
+    step = common.make_update_step(graphdef, mse, schedule, accum_steps=accum)
+    check(*step(jax.tree.map(jnp.copy, state), batch))
+
+  mesh = sharding.make_mesh({"data": -1, "fsdp": 2})
+  shardings = sharding.StepShardings(sharding.state_shardings(state, mesh, min_size=256),
+                                     sharding.batch_sharding(mesh, 8), sharding.replicated(mesh))
+  assert P(None, "fsdp") in {s.spec for s in jax.tree.leaves(shardings.state)}
+  step = common.make_update_step(graphdef, mse, schedule, shardings=shardings)
+  new_state, metrics = step(sharding.put_global(state, shardings.state),
+                            sharding.global_batch(batch, shardings.batch))
+  check(new_state, metrics)
+
+
 def test_batches_go_global_and_predictions_come_back_local():
   mesh = sharding.make_mesh({"data": -1})
   sh = sharding.batch_sharding(mesh, 8)

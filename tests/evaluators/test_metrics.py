@@ -10,6 +10,7 @@ import pytest
 from scipy import integrate
 
 from evalign_jax import evaluators as ev
+from evalign_jax import files
 from evalign_jax.evaluators import metrics
 from evalign_jax.evaluators import plots
 
@@ -237,10 +238,16 @@ def test_summarize_subsets_mask_and_json():
   mask = np.arange(n) < 10                       # the last two rows are padding
   pred[10:], gt[10:] = 0, 0
   vids = np.arange(n) // 4
-  out = ev.summarize(pred, gt, norm_kind="inter_ocular", video_ids=vids, frame_index=np.arange(n),
-                     subsets={"pose": pose, "first3": [0, 1, 2], "none": np.zeros(n, bool),
-                              "pad": [10, 11]},
-                     paper_variant=True, mask=mask)
+  # summarize gets the rows shuffled, with each row's frame index: its NMF must be that of the
+  # frames in time order (computed below on the unshuffled rows), not of the shuffled order.
+  perm = rng.permutation(n)
+  assert any(np.any(np.diff(perm[vids[perm] == v]) < 0) for v in range(3))
+  at = lambda rows: np.flatnonzero(np.isin(perm, rows))   # where original rows went
+  out = ev.summarize(pred[perm], gt[perm], norm_kind="inter_ocular", video_ids=vids[perm],
+                     frame_index=np.arange(n)[perm],
+                     subsets={"pose": pose[perm], "first3": at([0, 1, 2]),
+                              "none": np.zeros(n, bool), "pad": at([10, 11])},
+                     paper_variant=True, mask=mask[perm])
   json.dumps(out, allow_nan=False)
   nmes = ev.per_image_nme(pred[:10], gt[:10], ev.normalizer(gt[:10], "inter_ocular"))
   assert out["num_images"] == 10
@@ -248,7 +255,10 @@ def test_summarize_subsets_mask_and_json():
   assert out["fr"] == pytest.approx(100 * ev.failure_rate(nmes))
   assert out["auc"] == pytest.approx(ev.auc(nmes))
   assert out["video_nme"] == pytest.approx(100 * ev.video_nme(nmes, vids[:10]))
-  assert out["nmf"] == pytest.approx(ev.nmf(pred[:10], gt[:10], vids[:10]))
+  want_nmf = ev.nmf(pred[:10], gt[:10], vids[:10])
+  assert out["nmf"] == pytest.approx(want_nmf)
+  kept = perm[mask[perm]]
+  assert ev.nmf(pred[kept], gt[kept], vids[kept]) != pytest.approx(want_nmf)  # order matters
   assert out["num_videos"] == 3
   sub = out["per_subset"]
   p = pose[:10]
@@ -257,6 +267,7 @@ def test_summarize_subsets_mask_and_json():
   assert sub["pose"]["auc"] == pytest.approx(ev.auc(nmes[p]))
   assert sub["first3"]["n"] == 3 and sub["first3"]["fr"] == pytest.approx(
       100 * ev.failure_rate(nmes[:3]))
+  assert sub["first3"]["nme"] == pytest.approx(100 * nmes[:3].mean())
   assert sub["none"] == {"nme": None, "fr": None, "auc": None, "n": 0}
   assert sub["pad"]["n"] == 0
   assert out["paper_variant"]["nme"] == pytest.approx(out["nme"])
@@ -279,13 +290,32 @@ def _no_temp_files(directory):
   return not glob.glob(os.path.join(directory, ".*.tmp"))
 
 
-def test_plot_ced_writes_png(tmp_path):
+def test_plot_ced_writes_png(tmp_path, monkeypatch):
   rng = np.random.default_rng(6)
   path = str(tmp_path / "sub" / "ced.png")
-  ev.plot_ced({"a": rng.gamma(4, 0.011, 300), "b": rng.gamma(4, 0.015, 300)}, path)
+  curves = {"a": rng.gamma(4, 0.011, 300), "b": rng.gamma(4, 0.015, 300)}
+  from matplotlib.axes import Axes
+  plotted, plot = [], Axes.plot
+
+  def recording_plot(self, *args, **kwargs):
+    lines = plot(self, *args, **kwargs)
+    plotted.extend((l.get_xdata(), l.get_ydata(), l.get_label()) for l in lines)
+    return lines
+
+  monkeypatch.setattr(Axes, "plot", recording_plot)
+  ev.plot_ced(curves, path)
   img = cv2.imread(path)
   assert img is not None and img.shape[0] > 100 and img.shape[1] > 100
   assert _no_temp_files(tmp_path / "sub")
+  # Each line is the CED of its NMEs: the fraction of images at or below x, for x up to 0.1.
+  assert len(plotted) == 2
+  for (name, nmes), (xs, ys, label) in zip(curves.items(), plotted):
+    xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
+    assert xs[0] == 0 and xs[-1] == pytest.approx(0.1) and np.all(np.diff(xs) > 0)
+    want = np.array([np.count_nonzero(nmes <= x) / len(nmes) for x in xs])
+    np.testing.assert_allclose(ys, want, atol=1e-12)
+    assert 0 < ys[len(ys) // 2] < ys[-1] < 1     # the curve rises inside the plot
+    assert label.startswith(f"{name} (AUC ") and f"NME {100 * np.mean(nmes):.2f}%" in label
 
 
 def test_plot_ced_keeps_old_file_on_error(tmp_path, monkeypatch):
@@ -338,7 +368,7 @@ def test_write_atomic_removes_partial_file(tmp_path):
     raise OSError("interrupted")
 
   with pytest.raises(OSError):
-    plots._write_atomic(path, partial)
+    files.write_atomic(path, partial)
   assert open(path, "rb").read() == b"old"
   assert _no_temp_files(tmp_path)
   with pytest.raises(ValueError):

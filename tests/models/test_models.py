@@ -8,6 +8,7 @@ PyTorch name mapping. Compute tests use tiny models (64x64 images, 16x16 feature
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -19,6 +20,7 @@ from flax import nnx
 
 from evalign_jax import models
 from evalign_jax.models import checkpoint_io
+from evalign_jax.models import slpt as slpt_lib
 from evalign_jax.tools import import_torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -268,6 +270,146 @@ def test_slpt_bfloat16_compute_stays_close_to_float32():
   assert a.shape == b.shape == (2, 3, 2, k, 2) and b.dtype == jnp.float32
   assert np.max(np.abs(a - b)) < 0.02  # in [0, 1] crop units
   assert np.mean(np.abs(a - b)) < 0.005
+  # ... but not identical: a model that ignored `dtype` would pass the bounds above.
+  assert np.max(np.abs(a - b)) > 0
+  # The decoder's matmuls (projections, FFN) run in bf16; the float32 model's in float32.
+  # Tracing only, nothing is compiled.
+  def decoder_jaxpr(model):
+    graphdef, state = nnx.split(model.decoder)
+    tokens = jnp.zeros((2, k, TINY["d_model"]), jnp.float32)
+    return str(jax.make_jaxpr(lambda s, t, e: nnx.merge(graphdef, s)(t, e))(
+        state, tokens, model.structure_encoding[...]))
+  bf16_dots = r"bf16\[[0-9,]*\] = dot_general"
+  assert len(re.findall(bf16_dots, decoder_jaxpr(bf16))) >= 10   # 2 x 4 projections + FFN
+  assert not re.findall(bf16_dots, decoder_jaxpr(f32))
+  assert re.findall(r"f32\[[0-9,]*\] = dot_general", decoder_jaxpr(f32))
+
+
+# --------------------------------------------------------------------------------------------------
+# A float64 numpy decoder written from the PyTorch semantics (nn.MultiheadAttention, the official
+# pre-norm TransformerDecoderLayer), with PyTorch's (out, in) weight layout.
+# --------------------------------------------------------------------------------------------------
+
+
+def _np_layer_norm(x, p):
+  mean = x.mean(-1, keepdims=True)
+  var = ((x - mean) ** 2).mean(-1, keepdims=True)   # biased, as torch.nn.LayerNorm
+  return (x - mean) / np.sqrt(var + 1e-5) * p["scale"] + p["bias"]
+
+
+def _np_linear(x, weight, bias):
+  return x @ weight.T + bias   # torch.nn.Linear: weight is (out, in)
+
+
+def _np_mha(query, key, value, p, heads):
+  """torch.nn.MultiheadAttention(batch_first=True), no masks, no dropout.
+
+  `p`: in_proj_weight (3D, D) = [W_q; W_k; W_v], in_proj_bias (3D,), out_proj weight / bias.
+  """
+  d = query.shape[-1]
+  dh = d // heads
+  w_q, w_k, w_v = np.split(p["in_proj_weight"], 3)
+  b_q, b_k, b_v = np.split(p["in_proj_bias"], 3)
+  split = lambda x: x.reshape(x.shape[0], x.shape[1], heads, dh).transpose(0, 2, 1, 3)
+  q = split(_np_linear(query, w_q, b_q)) * dh ** -0.5   # torch scales q before q k^T
+  k, v = split(_np_linear(key, w_k, b_k)), split(_np_linear(value, w_v, b_v))
+  logits = q @ k.transpose(0, 1, 3, 2)                   # (B, h, Lq, Lk)
+  w = np.exp(logits - logits.max(-1, keepdims=True))
+  w /= w.sum(-1, keepdims=True)
+  out = (w @ v).transpose(0, 2, 1, 3).reshape(query.shape[0], query.shape[1], d)
+  return _np_linear(out, p["out_proj_weight"], p["out_proj_bias"])
+
+
+def _np_decoder_layer(tgt, query_pos, memory, pos, p, heads, ref=None, ref_pos=None):
+  """The official forward_pre: [modal-attn (CMFA),] self-attn, cross-attn, FFN, each pre-norm."""
+  if ref is not None:   # CMFA: attend to the RGB tokens, structure encoding on the keys
+    tgt = tgt + _np_mha(_np_layer_norm(tgt, p["modal_norm"]) + query_pos, ref + ref_pos, ref,
+                        p["modal_attn"], heads)
+  x = _np_layer_norm(tgt, p["self_norm"])
+  tgt = tgt + _np_mha(x + query_pos, x + query_pos, x, p["self_attn"], heads)
+  x = _np_layer_norm(tgt, p["cross_norm"])
+  tgt = tgt + _np_mha(x + query_pos, memory + pos, memory, p["cross_attn"], heads)
+  x = _np_layer_norm(tgt, p["ffn_norm"])
+  hidden = np.maximum(_np_linear(x, p["linear1"]["weight"], p["linear1"]["bias"]), 0.0)
+  return tgt + _np_linear(hidden, p["linear2"]["weight"], p["linear2"]["bias"])
+
+
+def _torch_layout(layer_params: dict) -> dict:
+  """An NNX DecoderLayer's params (flax (in, out) kernels) -> the torch layout, float64."""
+  f = lambda x: np.asarray(x, np.float64)
+  out = {}
+  for name, sub in layer_params.items():
+    if "query" in sub:   # MultiHeadAttention
+      qkv = ("query", "key", "value")
+      out[name] = {
+          "in_proj_weight": np.concatenate([f(sub[n]["kernel"]).T for n in qkv]),
+          "in_proj_bias": np.concatenate([f(sub[n]["bias"]) for n in qkv]),
+          "out_proj_weight": f(sub["out"]["kernel"]).T, "out_proj_bias": f(sub["out"]["bias"])}
+    elif "kernel" in sub:
+      out[name] = {"weight": f(sub["kernel"]).T, "bias": f(sub["bias"])}
+    else:
+      out[name] = {k: f(v) for k, v in sub.items()}
+  return out
+
+
+def _randomise_params(module, seed):
+  """Every Param to random values (LayerNorm scales near 1), so zero biases hide nothing."""
+  rng = np.random.default_rng(seed)
+  state = nnx.state(module, nnx.Param)
+  flat = [(path, jnp.asarray((1.0 if path[-1] == "scale" else 0.0)
+                             + 0.3 * rng.normal(size=v.shape), jnp.float32))
+          for path, v in nnx.to_flat_state(state)]
+  nnx.update(module, nnx.from_flat_state(flat))
+
+
+def _pure(module) -> dict:
+  return nnx.to_pure_dict(nnx.state(module, nnx.Param))
+
+
+@pytest.mark.parametrize("cross_modal", [False, True])
+def test_decoder_layer_matches_float64_torch_semantics(cross_modal):
+  d, heads, ffn, b, k, m, r = 8, 2, 16, 2, 3, 5, 4   # k queries, m memory tokens, r RGB tokens
+  layer = slpt_lib.DecoderLayer(d, heads, ffn, cross_modal=cross_modal, rngs=nnx.Rngs(0))
+  _randomise_params(layer, 1)
+  rng = np.random.default_rng(2)
+  tgt, memory = rng.normal(size=(b, k, d)), rng.normal(size=(b, m, d))
+  query_pos, pos = rng.normal(size=(1, k, d)), rng.normal(size=(1, m, d))
+  ref, ref_pos = (rng.normal(size=(b, r, d)), rng.normal(size=(1, r, d))) if cross_modal else (
+      None, None)
+  f32 = lambda x: None if x is None else jnp.asarray(x, jnp.float32)
+  got = layer(f32(tgt), f32(query_pos), f32(memory), f32(pos), f32(ref), f32(ref_pos))
+  want = _np_decoder_layer(tgt, query_pos, memory, pos, _torch_layout(_pure(layer)), heads, ref,
+                           ref_pos)
+  assert np.max(np.abs(want - tgt)) > 0.5   # the layer does something
+  np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cross_modal", [False, True])
+def test_landmark_decoder_stacks_layers_like_the_official_decoder(cross_modal):
+  """Zero content query, learned queries as query_pos, layers in order, the final norm on each
+  layer's output (return_intermediate), dropout off in eval mode."""
+  d, heads, ffn, layers, b, k = 8, 2, 16, 3, 2, 4
+  decoder = slpt_lib.LandmarkDecoder(k, d, heads, layers, ffn, cross_modal=cross_modal,
+                                     rngs=nnx.Rngs(0))
+  _randomise_params(decoder, 3)
+  decoder.eval()
+  rng = np.random.default_rng(4)
+  tokens, pos = rng.normal(size=(b, k, d)), rng.normal(size=(k, d))
+  ref, ref_pos = (rng.normal(size=(b, k, d)), rng.normal(size=(k, d))) if cross_modal else (
+      None, None)
+  f32 = lambda x: None if x is None else jnp.asarray(x, jnp.float32)
+  got = decoder(f32(tokens), f32(pos), f32(ref), f32(ref_pos))
+  p = _pure(decoder)
+  tgt, want = np.zeros((b, k, d)), []
+  for i in range(layers):
+    layer_p = _torch_layout(jax.tree.map(lambda x: x[i], p["layers"]))
+    tgt = _np_decoder_layer(tgt, np.asarray(p["landmark_query"], np.float64)[None], tokens,
+                            pos[None], layer_p, heads, ref,
+                            None if ref_pos is None else ref_pos[None])
+    want.append(_np_layer_norm(tgt, {n: np.asarray(v, np.float64) for n, v in p["norm"].items()}))
+  assert got.shape == (b, layers, k, d)
+  np.testing.assert_allclose(np.asarray(got, np.float64), np.stack(want, axis=1), rtol=1e-5,
+                             atol=1e-5)
 
 
 def test_rgb_branch_from_slpt_copies_the_tokeniser():
@@ -498,7 +640,7 @@ def test_import_torch_round_trip(full_models, kind):
   assert got.keys() == want.keys()
   for path in want:
     np.testing.assert_array_equal(got[path], want[path], err_msg=str(path))
-  import_torch.check_against_model(model, converted)
+  checkpoint_io.update_from_pure_dict(model, converted)   # raises if the layout does not fit
 
 
 def test_import_torch_errors():

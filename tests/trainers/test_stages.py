@@ -5,8 +5,10 @@ import json
 
 import numpy as np
 import pytest
+from flax import nnx
 
 from evalign_jax import config_utils
+from evalign_jax import models
 from evalign_jax.models import checkpoint_io
 from evalign_jax.trainers import common
 from evalign_jax.trainers import quickstart
@@ -56,9 +58,22 @@ def test_cmfa_took_its_branches_from_the_earlier_stages(quick):
     np.testing.assert_array_equal(x, y)
   np.testing.assert_array_equal(np.asarray(cmfa.rgb.structure_encoding[...]),
                                 np.asarray(slpt.structure_encoding[...]))
-  # The event backbone started from the SSMER encoder and has been trained since: its stem
-  # differs from a fresh model's but kept the encoder's shapes.
+  # The event backbone started from the SSMER encoder's body (everything but its head) and has
+  # been trained since for 2 Adam steps at the runlocal lr: each param moved by at most ~lr per
+  # step, while a freshly built model's (what ignoring init.event_from would leave) is far off.
   assert cmfa.event.backbone.conv1.kernel.shape == ssmer.encoder.conv1.kernel.shape
+  lr = config_utils.load_config("configs/cmfa.py:runlocal").optimizer.lr
+  tol = 2 * 1.5 * lr
+  body = lambda m: {k: np.asarray(v[...], np.float64) for k, v in nnx.to_flat_state(
+      nnx.state(m, nnx.All(nnx.Param, models.body_filter)))}
+  got, want = body(cmfa.event.backbone), body(ssmer.encoder)
+  assert got.keys() == want.keys() and len(got) > 10
+  assert all(not k or k[0] != "head" for k in got)
+  for k in got:
+    np.testing.assert_allclose(got[k], want[k], rtol=0, atol=tol, err_msg=str(k))
+  fresh = body(common._model_factory(common.exported_config(str(work / "cmfa"))).event.backbone)
+  far = [np.max(np.abs(fresh[k] - want[k])) for k in want if k[-1] == "kernel"]   # random init
+  assert far and min(far) > 3 * tol and np.median(far) > 10 * tol
 
 
 def test_rerun_resumes_instead_of_retraining(quick, capsys):
