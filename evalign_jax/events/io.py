@@ -6,6 +6,12 @@ EVT2, EVT3 and DAT are decoded by faery; EVT2.1 is decoded here (faery 0.7.1 pan
 goes through h5py; npz through zipfile, so streaming never holds a whole array. Every problem
 with a file is an `EventFileError` naming the file. Writers are atomic: a temporary file in the
 target directory, then `os.replace`.
+
+The sensor size is the caller's `sensor_size`, else the file's (a Prophesee header's geometry),
+else inferred: from the camera a Prophesee header names (`cameras.py`), else from the events'
+extent (Prophesee: the smallest known sensor of the format holding them; npz/HDF5: the largest
+coordinates). An inferred size is announced once per open, by a warning naming the file and the
+guess, and recorded as `metadata["sensor_size_inferred"]` = {"sensor_size": [h, w], "from": how}.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import functools
 import json
 import os
 import pathlib
+import re
 import tempfile
 import warnings
 import zipfile
@@ -22,7 +29,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from evalign_jax.events import prophesee
+from evalign_jax.events import cameras, prophesee
 from evalign_jax.events.events import EventFileError, Events, check_coordinates, first_decrease
 
 SUPPORTED_FORMATS = ("aedat4", "evt2", "evt2.1", "evt3", "dat", "hdf5", "npz")
@@ -43,7 +50,7 @@ _MAX_SIDE = {"evt2": 2048, "evt3": 2048, "dat": 16384, "aedat4": 32767}
 # Errors and small checks
 
 
-def _foreign_problem(e: BaseException, kind: str) -> str:
+def _foreign_problem(e: BaseException, kind: str, size_note: str = "") -> str:
   """Plain words for a library exception (faery's Rust errors arrive as strings)."""
   low = str(e).lower()
   if isinstance(e, FileNotFoundError) or "no such file" in low:
@@ -55,15 +62,18 @@ def _foreign_problem(e: BaseException, kind: str) -> str:
   elif "not yet implemented" in low or "unsupported" in low:
     what = f"unsupported {kind} content"
   elif "overflow" in low:
-    what = f"corrupt {kind} data or wrong sensor size (an event lies outside the sensor)"
+    what = f"corrupt {kind} data or wrong sensor size (an event lies outside the sensor{size_note})"
   else:
     what = f"corrupt {kind} file"
   return f"{what} ({type(e).__name__}: {e})"
 
 
 @contextlib.contextmanager
-def _foreign_errors(path, kind: str, writing: bool = False):
-  """Re-raises library errors (and faery's Rust panics) as EventFileError naming `path`."""
+def _foreign_errors(path, kind: str, writing: bool = False, size_note: str = ""):
+  """Re-raises library errors (and faery's Rust panics) as EventFileError naming `path`.
+
+  `size_note` follows "an event lies outside the sensor" when the library says so.
+  """
   try:
     yield
   except EventFileError:
@@ -74,7 +84,7 @@ def _foreign_errors(path, kind: str, writing: bool = False):
       raise
     if writing:
       raise EventFileError(f"{path}: writing {kind} failed ({type(e).__name__}: {e})") from e
-    raise EventFileError(f"{path}: {_foreign_problem(e, kind)}") from e
+    raise EventFileError(f"{path}: {_foreign_problem(e, kind, size_note)}") from e
 
 
 def _existing_file(path) -> pathlib.Path:
@@ -108,12 +118,44 @@ def _sensor_size(sensor_size, path) -> tuple[int, int] | None:
   return h, w
 
 
-def _inferred_size(path, max_x: int, max_y: int) -> tuple[int, int]:
-  size = (int(max_y) + 1, int(max_x) + 1)
-  warnings.warn(f"{path}: the file stores no sensor size; inferred (height, width)={size} from "
-                "the largest coordinates. Pass sensor_size=(height, width) to set it.",
-                stacklevel=5)
+def parse_sensor_size(text: str) -> tuple[int, int]:
+  """(height, width) from "HxW" text, e.g. "480x640" (command lines); ValueError otherwise.
+
+  Note the order: height first, as `sensor_size` everywhere here (Prophesee headers write
+  width x height).
+  """
+  match = re.fullmatch(r"\s*(\d+)[xX](\d+)\s*", str(text))
+  size = tuple(int(v) for v in match.groups()) if match else None
+  if size is None or not all(0 < v < 65536 for v in size):
+    raise ValueError(f"sensor size must be HxW (height x width, each 1..65535), e.g. 480x640; "
+                     f"got {text!r}")
   return size
+
+
+def _size_from_coordinates(max_x: int, max_y: int) -> tuple[tuple[int, int], str]:
+  """npz/HDF5 without a size: the smallest sensor holding every event, and how it was found."""
+  return (int(max_y) + 1, int(max_x) + 1), f"the largest coordinates (x={max_x}, y={max_y})"
+
+
+def _size_from_extent(source: "_Source", fmt: str) -> tuple[tuple[int, int], str]:
+  """A Prophesee file naming no size or camera: the smallest known `fmt` sensor holding every
+  event, found by decoding the whole file once (bounded memory), and how it was found."""
+  max_x = max_y = -1
+  for _, _, x, y, _ in source.blocks():
+    if len(x):
+      max_x, max_y = max(max_x, int(np.max(x))), max(max_y, int(np.max(y)))
+  lacking = f"{source.path}: the {fmt} header gives no sensor geometry and names no known camera"
+  if max_x < 0:
+    raise EventFileError(f"{lacking}, and there are no events to infer it from; pass "
+                         "sensor_size=(height, width)")
+  size = cameras.sensor_size_from_extent(fmt, max_x, max_y)
+  known = ", ".join(f"{w}x{h}" for h, w in cameras.KNOWN_SENSORS[fmt])
+  if size is None:
+    raise EventFileError(f"{lacking}, and its events (x up to {max_x}, y up to {max_y}) fit no "
+                         f"known {fmt} sensor ({known}, width x height); pass "
+                         "sensor_size=(height, width)")
+  return size, (f"the events' extent (x up to {max_x}, y up to {max_y}: the smallest of the "
+                f"known {fmt} sensors {known} holding them)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -158,6 +200,8 @@ class _Source:
   path: pathlib.Path
   sensor_size: tuple[int, int]
   metadata: dict[str, Any] = {}
+  size_origin: str | None = None   # where a Prophesee file's size came from, for messages
+  inferred: str | None = None      # how the size was guessed; None when given or stored
 
   def blocks(self, t_start=None, t_end=None) -> Iterator[tuple]:
     """Yields (index of first event, t, x, y, p) raw arrays; the window is only a hint."""
@@ -166,6 +210,9 @@ class _Source:
 
 class _FaerySource(_Source):
   """AEDAT4, EVT2, EVT3 and DAT through faery, packet by packet."""
+
+  size_note = ""       # for faery's "overflow": the header size it bounded the events by
+  strip_size = False   # decode a copy without the header's size (a larger sensor_size given)
 
   def __init__(self, path, fmt, sensor_size):
     import faery
@@ -177,22 +224,54 @@ class _FaerySource(_Source):
         w, h = faery.events_stream_from_file(path, **self.kwargs).dimensions()
       self.sensor_size = sensor_size or (h, w)
     else:
-      layout = prophesee.PropheseeLayout(path, fmt, sensor_size)
-      self.sensor_size, self.has_data = layout.sensor_size, layout.has_data
-      self.kwargs.update(dimensions_fallback=self.sensor_size[::-1],
+      layout = self.layout = prophesee.PropheseeLayout(path, fmt, sensor_size)
+      self.has_data = layout.has_data
+      # faery bounds events by the header's size when it has one, else by this fallback: the
+      # format's whole address space, so that our own check (which names the event) decides.
+      self.kwargs.update(dimensions_fallback=(_MAX_SIDE[fmt],) * 2,
                          version_fallback=layout.version)
+      header = layout.header.size
+      self.size_note = "" if header is None else (
+          f": {header[1]}x{header[0]} (width x height) from {layout.header.size_lines}; pass "
+          "sensor_size=(height, width) if it is wrong")
+      # A larger explicit size than the header's is read from a copy without the header's size.
+      self.strip_size = sensor_size is not None and header is not None and (
+          sensor_size[0] > header[0] or sensor_size[1] > header[1])
+      self.sensor_size, self.size_origin = layout.sensor_size, layout.size_origin
+      if layout.inferred:
+        if self.sensor_size is None:
+          self.sensor_size, self.size_origin = _size_from_extent(self, fmt)
+        self.inferred = self.size_origin
 
   def blocks(self, t_start=None, t_end=None):
     if not self.has_data:   # faery cannot read a header-only DAT; nothing to decode anyway
       return
     import faery
-    first = 0
-    with _foreign_errors(self.path, self.fmt):
-      packets = iter(faery.events_stream_from_file(self.path, **self.kwargs))
-      with contextlib.closing(packets):
-        for packet in packets:
-          yield first, packet["t"], packet["x"], packet["y"], packet["on"]
-          first += len(packet)
+    first, path = 0, self.path
+    if self.strip_size:
+      path = self._copy_without_size()
+    try:
+      with _foreign_errors(self.path, self.fmt, size_note=self.size_note):
+        packets = iter(faery.events_stream_from_file(path, **self.kwargs))
+        with contextlib.closing(packets):
+          for packet in packets:
+            yield first, packet["t"], packet["x"], packet["y"], packet["on"]
+            first += len(packet)
+    finally:
+      if path != self.path:
+        path.unlink(missing_ok=True)
+
+  def _copy_without_size(self) -> pathlib.Path:
+    fd, name = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix)
+    os.close(fd)
+    tmp = pathlib.Path(name)
+    try:
+      prophesee.copy_without_size(self.path, self.layout.header, tmp)
+    except OSError as e:
+      tmp.unlink(missing_ok=True)
+      raise EventFileError(f"{self.path}: sensor_size is larger than the header's geometry, "
+                           f"and copying the file without it to {tmp.parent} failed ({e})") from e
+    return tmp
 
 
 class _Evt21Source(_Source):
@@ -206,7 +285,11 @@ class _Evt21Source(_Source):
 
   def __init__(self, path, sensor_size):
     self.path, self.layout = path, prophesee.PropheseeLayout(path, "evt2.1", sensor_size)
-    self.sensor_size = self.layout.sensor_size
+    self.sensor_size, self.size_origin = self.layout.sensor_size, self.layout.size_origin
+    if self.layout.inferred:
+      if self.sensor_size is None:
+        self.sensor_size, self.size_origin = _size_from_extent(self, "evt2.1")
+      self.inferred = self.size_origin
 
   def blocks(self, t_start=None, t_end=None):
     state = {"raw": None, "loops": 0, "base": -1}
@@ -255,7 +338,7 @@ class _Hdf5Source(_Source):
                                "pass sensor_size=(height, width)")
         max_x = max(int(g["x"][i:i + _BLOCK].max()) for i in range(0, self.n, _BLOCK))
         max_y = max(int(g["y"][i:i + _BLOCK].max()) for i in range(0, self.n, _BLOCK))
-        stored = _inferred_size(path, max_x, max_y)
+        stored, self.inferred = _size_from_coordinates(max_x, max_y)
     self.sensor_size = sensor_size or stored
 
   def _lower_bound(self, t_ds, t_us) -> int:
@@ -339,7 +422,7 @@ class _NpzSource(_Source):
           member = _NpyMember(zf, k, path)
           maxima[k] = max(int(member.read(min(_BLOCK, self.n - i)).max())
                           for i in range(0, self.n, _BLOCK))
-        stored = _inferred_size(path, maxima["x"], maxima["y"])
+        stored, self.inferred = _size_from_coordinates(maxima["x"], maxima["y"])
     self.sensor_size = sensor_size or stored
 
   def blocks(self, t_start=None, t_end=None):
@@ -351,16 +434,26 @@ class _NpzSource(_Source):
 
 
 def _open(path, format, sensor_size) -> _Source:
+  """The file's source; an inferred sensor size is announced here, once per open."""
   path = _existing_file(path)
   fmt = detect_format(path) if format is None else _format_name(format, path)
   size = _sensor_size(sensor_size, path)
   if fmt == "npz":
-    return _NpzSource(path, size)
-  if fmt == "hdf5":
-    return _Hdf5Source(path, size)
-  if fmt == "evt2.1":
-    return _Evt21Source(path, size)
-  return _FaerySource(path, fmt, size)
+    source = _NpzSource(path, size)
+  elif fmt == "hdf5":
+    source = _Hdf5Source(path, size)
+  elif fmt == "evt2.1":
+    source = _Evt21Source(path, size)
+  else:
+    source = _FaerySource(path, fmt, size)
+  if source.inferred:
+    # stacklevel 3: the caller of read_events / iter_event_chunks.
+    warnings.warn(f"{path}: no sensor size in the file; inferred (height, width)="
+                  f"{source.sensor_size} from {source.inferred}. Pass sensor_size=(height, "
+                  "width) to set it.", stacklevel=3)
+    source.metadata = {**source.metadata, "sensor_size_inferred": {
+        "sensor_size": list(source.sensor_size), "from": source.inferred}}
+  return source
 
 
 def _validated(source: _Source, on_decrease: Callable[[int, Any, Any], None],
@@ -374,6 +467,12 @@ def _validated(source: _Source, on_decrease: Callable[[int, Any, Any], None],
   for first, t, x, y, p in source.blocks(t_start, t_end):
     if len(t) == 0:
       continue
+    if source.size_origin is not None:
+      try:
+        check_coordinates(x, y, source.sensor_size, str(source.path))
+      except EventFileError as e:
+        raise EventFileError(f"{e}; the size comes from {source.size_origin}; pass "
+                             "sensor_size=(height, width) if it is wrong") from None
     ev = Events.from_arrays(t, x, y, p, source.sensor_size, metadata=source.metadata,
                             source=str(source.path), sort=True)
     bad = first_decrease(np.asarray(t))
@@ -406,8 +505,9 @@ def read_events(path, *, format: str | None = None, t_start_us: int | None = Non
     t_start_us, t_end_us: optional half-open window in µs (either may be None). Without
       `sort`, reading stops at the window's end (HDF5 seeks to it by bisection), so only the
       part of the file read so far is checked.
-    sensor_size: (height, width); overrides the file's, and is required for EVT/DAT files whose
-      header has no geometry.
+    sensor_size: (height, width); overrides the file's (events outside it are an
+      EventFileError). Without it the size is the file's, else inferred with a warning (see the
+      module docstring): e.g. an old Prophesee recording naming only its camera.
     sort: if timestamps decrease, sort them stably and warn (default: EventFileError).
 
   Returns:

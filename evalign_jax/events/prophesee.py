@@ -1,16 +1,19 @@
 """Prophesee file layout: the '%' text header, word sizes, and an EVT2.1 decoder.
 
 faery decodes EVT2, EVT3 and DAT but reads a cut file silently and assumes 1280x720 when the
-header has no geometry, so the header is parsed and the data length checked here. faery 0.7.1
-cannot decode EVT2.1 at all, hence `decode_evt21` (vectorised per block of 64-bit words).
+header has no geometry, so the header is parsed and the data length checked here; a header
+without geometry gets its size from the camera it names (`cameras.py`). faery 0.7.1 cannot
+decode EVT2.1 at all, hence `decode_evt21` (vectorised per block of 64-bit words).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import numpy as np
 
+from evalign_jax.events import cameras
 from evalign_jax.events.events import EventFileError
 
 WORD_BYTES = {"evt2": 4, "evt2.1": 8, "evt3": 2}
@@ -29,11 +32,24 @@ class Header:
   t0: int = 0                    # µs added to every timestamp (faery writes it)
   legacy: bool = False           # EVT2.1 with the two 32-bit halves of each word swapped (IMX636)
   truncated: bool = False        # the file ends inside a header line
+  fields: dict[str, str] = dataclasses.field(default_factory=dict)   # key (lower case) -> value
+  sizes: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)  # line -> (w, h)
+
+  @property
+  def size(self) -> tuple[int, int] | None:
+    """(height, width) the header gives (the last line giving it, as faery reads), or None."""
+    return None if self.width is None or self.height is None else (self.height, self.width)
+
+  @property
+  def size_lines(self) -> str:
+    """The lines that gave the size, in words: "the header's geometry line"."""
+    return f"the header's {' and '.join(self.sizes)} line{'s' if len(self.sizes) > 1 else ''}"
 
 
 def read_header(path) -> Header:
   """Parses Prophesee '%' header lines the way faery does (plus the documented '% end')."""
   hdr = Header()
+  endianness = None
   with open(path, "rb") as f:
     while True:
       line = f.readline(1 << 16)
@@ -47,31 +63,49 @@ def read_header(path) -> Header:
       key, value = key.lower(), value.strip()
       if key == "end":
         break
+      hdr.fields[key] = value
       try:
         if key == "evt":
           hdr.evt = _EVT_VERSIONS.get(value.lower(), "?" + value)
         elif key == "format":
           name, *options = value.split(";")
           hdr.evt = _EVT_VERSIONS.get(name.strip().lower(), "?" + name)
-          opts = dict(o.strip().lower().partition("=")[::2] for o in options)
+          opts = dict((k.strip(), v.strip()) for k, _, v in
+                      (o.strip().lower().partition("=") for o in options))
+          endianness = opts.get("endianness", endianness)
           if "width" in opts and "height" in opts:
             hdr.width, hdr.height = int(opts["width"]), int(opts["height"])
-          hdr.legacy = opts.get("endianness", "").lower() == "legacy"
+            hdr.sizes["format"] = (hdr.width, hdr.height)
         elif key == "geometry":
           hdr.width, hdr.height = (int(v) for v in value.lower().split("x"))
+          hdr.sizes["geometry"] = (hdr.width, hdr.height)
         elif key in ("width", "height"):
           setattr(hdr, key, int(value))
+          if hdr.width is not None and hdr.height is not None:
+            hdr.sizes["width/height"] = (hdr.width, hdr.height)
         elif key == "version":
           hdr.dat = {"1": "dat1", "2": "dat2"}.get(value, "?" + value)
         elif key == "t0":
           hdr.t0 = int(value)
       except ValueError:
         pass  # a malformed optional field is ignored, as faery does
+  # EVT2.1 word order: the format's option, else an "endianness" line, else OpenEB's default.
+  endianness = endianness or hdr.fields.get("endianness", "").lower()
+  hdr.legacy = (endianness == "legacy" if endianness
+                else cameras.evt21_legacy_by_default(hdr.fields))
   return hdr
 
 
 class PropheseeLayout:
-  """Header checks shared by the EVT and DAT sources (faery reads cut files silently)."""
+  """Header checks shared by the EVT and DAT sources (faery reads cut files silently).
+
+  Attributes:
+    sensor_size: (height, width): `sensor_size` if given, else the header's geometry, else the
+      size of the camera the header names; None when only the events' extent can tell.
+    size_origin: where sensor_size came from, in words for messages (None when it is given or
+      still to be scanned).
+    inferred: the size is a guess (a named camera, or the events' extent still to be scanned).
+  """
 
   def __init__(self, path, fmt, sensor_size):
     hdr = read_header(path)
@@ -84,12 +118,8 @@ class PropheseeLayout:
       raise EventFileError(f"{path}: unsupported {fmt} version {given[1:]!r} in the header")
     if fmt != "dat" and given is not None and given != fmt:
       raise EventFileError(f"{path}: the header says {given} but format={fmt!r} was given")
-    if sensor_size is None:
-      if hdr.width is None or hdr.height is None:
-        raise EventFileError(f"{path}: the {fmt} header has no sensor geometry; pass "
-                             "sensor_size=(height, width)")
-      sensor_size = (hdr.height, hdr.width)
-    self.header, self.sensor_size, self.data_offset = hdr, sensor_size, hdr.length
+    self.header, self.data_offset = hdr, hdr.length
+    self.sensor_size, self.size_origin, self.inferred = _sensor_size(path, hdr, sensor_size)
     n_data = path.stat().st_size - hdr.length
     self.has_data = n_data > 0
     if fmt == "dat":
@@ -110,6 +140,44 @@ class PropheseeLayout:
     if n_data % word:
       raise EventFileError(f"{path}: truncated {fmt} file: {n_data} data bytes after the header "
                            f"are not a whole number of {word}-byte words")
+
+
+def _sensor_size(path, hdr: Header, sensor_size):
+  """(size, origin, inferred) as PropheseeLayout documents."""
+  if sensor_size is not None:
+    return tuple(sensor_size), None, False
+  if len(set(hdr.sizes.values())) > 1:
+    # OpenEB refuses these too ("Width mismatch between format and geometry keys").
+    said = ", ".join(f"its {line} line {w}x{h}" for line, (w, h) in hdr.sizes.items())
+    raise EventFileError(f"{path}: the header contradicts itself about the sensor size ({said}; "
+                         "width x height); pass sensor_size=(height, width)")
+  if hdr.size is not None:
+    return hdr.size, hdr.size_lines, False
+  camera = cameras.camera_sensor_size(hdr.fields)
+  if camera is not None:
+    return camera[0], camera[1], True
+  return None, None, True
+
+
+def copy_without_size(path, hdr: Header, dst) -> None:
+  """Copies `path` to `dst` without the header's size lines, so faery takes its fallback size.
+
+  faery always decodes with the header's size when it has one and fails on any event outside
+  it; this lets a larger explicit sensor_size read a file whose header is wrong.
+  """
+  with open(path, "rb") as src, open(dst, "wb") as out:
+    for line in src.read(hdr.length).splitlines(keepends=True):
+      key, _, value = line[1:].decode("latin-1").strip().partition(" ")
+      key = key.lower()
+      if key in ("geometry", "width", "height"):
+        continue
+      if key == "format":
+        name, *options = value.split(";")
+        kept = [o.strip() for o in options
+                if o.strip().lower().partition("=")[0].strip() not in ("width", "height")]
+        line = ("% format " + ";".join([name.strip()] + kept) + "\n").encode("latin-1")
+      out.write(line)
+    shutil.copyfileobj(src, out, 1 << 20)
 
 
 def decode_evt21(w: np.ndarray, state: dict, hdr: Header):

@@ -503,15 +503,22 @@ def test_bad_values(tmp_path):
   expect_error(["two_d.npz", "1-d"], read_events, path)
 
 
-def test_evt_header_without_geometry_needs_sensor_size(tmp_path):
+def test_evt_header_without_geometry_is_inferred(tmp_path):
+  # More header variants (cameras named, contradictions) in test_sensor_size.py.
   events = make_events(200, (480, 640))
+  events.x[7], events.y[9] = 639, 479      # the extent: a 640x480 sensor
   path = write(tmp_path, events, "evt2")
   lines = path.read_bytes().split(b"\n")
   kept = [l for l in lines[:4] if b"format" not in l and b"geometry" not in l]
   nogeo = tmp_path / "nogeo.raw"
   nogeo.write_bytes(b"\n".join(kept + lines[4:]))
-  expect_error(["nogeo.raw", "sensor_size"], read_events, nogeo)
-  assert_same(read_events(nogeo, sensor_size=(480, 640)), events)
+  with pytest.warns(UserWarning, match="nogeo.raw.*inferred.*480, 640.*extent"):
+    got = read_events(nogeo)
+  assert_same(got, events)
+  assert got.metadata["sensor_size_inferred"]["sensor_size"] == [480, 640]
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    assert_same(read_events(nogeo, sensor_size=(480, 640)), events)
   expect_error(["nogeo.raw", "says evt2"], read_events, nogeo, format="evt3",
                sensor_size=(480, 640))
 
