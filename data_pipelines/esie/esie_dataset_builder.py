@@ -38,10 +38,13 @@ class EsieConfig(builder_base.EventFaceConfig):
   """Attributes:
     source: "raw" (event files + timestamps) or "rendered" (pre-rendered event PNGs).
     representation: folder of the pre-rendered images for source="rendered".
+    sensor_size: (height, width) of the event files, overriding theirs (e.g. for recordings
+      whose header gives none, where it is otherwise inferred with a warning).
   """
 
   source: str = "raw"
   representation: str = "frame"
+  sensor_size: tuple[int, int] | None = None
 
 
 class Builder(builder_base.EventFaceBuilder):
@@ -97,7 +100,7 @@ class Builder(builder_base.EventFaceBuilder):
     events = None
     if c.source == "raw":
       try:
-        events = read_events(session["events"])
+        events = read_events(session["events"], sensor_size=c.sensor_size)
       except EventFileError as e:
         raise BadInput(str(e)) from e
       times = session["times"]

@@ -343,3 +343,45 @@ def test_parse_sensor_size():
     with pytest.raises(ValueError, match="HxW") as info:
       parse_sensor_size(bad)
     assert "\n" not in str(info.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# Paths that read event files: the E-SIE builder (predict's flag is tested in test_predict.py)
+
+
+def test_esie_builder_takes_sensor_size(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  cv2 = pytest.importorskip("cv2")
+  from data_pipelines import schema
+  from data_pipelines.esie import esie_dataset_builder as esie
+  from data_pipelines.video_examples import BadInput
+
+  # One session: three 100x120 RGB frames and a geometry-less EVT3 recording of that grid.
+  root, (h, w) = tmp_path / "ESIE", (100, 120)
+  times = 1_000_000 + 40_000 * np.arange(3)
+  for d in ("label/u1/s1", "rgb/u1/s1", "timestamps/u1", "events/u1"):
+    (root / d).mkdir(parents=True)
+  for i, t in enumerate(times):
+    (root / f"label/u1/s1/{i:04d}.txt").write_text("40 40 60 40 50 60 45 70 55 70 20 20 90 80\n")
+    cv2.imwrite(str(root / f"rgb/u1/s1/{i:04d}.png"), np.full((h, w, 3), 128, np.uint8))
+  (root / "timestamps/u1/s1.txt").write_text("".join(f"{i:04d} {t}\n"
+                                                      for i, t in enumerate(times)))
+  events = events_in(w, h, n=2000, t0=int(times[0]) - 40_000)
+  with_header(write_events_to(tmp_path / "s1.raw", events, "evt3"),
+              ["% evt 3.0", t0_line(events)], name="s1.raw").rename(root / "events/u1/s1.raw")
+
+  def build(name, **kwargs):
+    config = esie.EsieConfig(name=name, num_landmarks=5, crop=schema.CropSpec(
+        image_size=48, crop_scale=1.5, event_capacity=512, jpeg_quality=95), **kwargs)
+    b = esie.Builder(data_dir=str(tmp_path / name), config=config, on_error="fail")
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      b.download_and_prepare(file_format="array_record", download_config=(
+          tfds.download.DownloadConfig(manual_dir=str(root))))
+    return b
+
+  # Inferred from the extent, the 320x320 guess does not match the frames: a bad input, named.
+  with pytest.raises(BadInput, match=r"s1.raw: the \(320, 320\) sensor does not match"):
+    build("inferred")
+  src = build("given", sensor_size=(h, w)).as_data_source(split="test")
+  assert len(src) == 3 and sum(int(src[i]["events"]["count_total"]) for i in range(3)) > 0
