@@ -17,6 +17,7 @@ from absl import flags
 from evalign_jax import predict
 from evalign_jax import runtime
 from evalign_jax.events import EventFileError
+from evalign_jax.events import io as events_io
 from evalign_jax.predict import rgb
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Stage workdir or export folder.")
@@ -46,7 +47,8 @@ _OVERLAY = flags.DEFINE_enum("overlay", "mp4", ["mp4", "png", "none"], "Overlay 
 _OVERLAY_CAPACITY = flags.DEFINE_integer("overlay_capacity", 1 << 16, "Event slots per overlay "
                                          "image (the latest kept).")
 _FORMAT = flags.DEFINE_string("format", None, "Event file format, if detection cannot tell.")
-_SENSOR_SIZE = flags.DEFINE_list("sensor_size", None, "height,width, for files without it.")
+_SENSOR_SIZE = flags.DEFINE_string("sensor_size", None, "HxW, height first (e.g. 480x640): "
+                                    "overrides the file's (else read or inferred).")
 flags.mark_flags_as_required(["checkpoint", "events", "out"])
 
 
@@ -64,7 +66,8 @@ def main(argv):
         min_events=_MIN_EVENTS.value, rgb=_RGB.value, rgb_times=_RGB_TIMES.value,
         rgb_max_gap_us=_RGB_MAX_GAP_US.value, overlay=_OVERLAY.value,
         overlay_capacity=_OVERLAY_CAPACITY.value, format=_FORMAT.value,
-        sensor_size=tuple(int(v) for v in _SENSOR_SIZE.value) if _SENSOR_SIZE.value else None)
+        sensor_size=(events_io.parse_sensor_size(_SENSOR_SIZE.value)
+                     if _SENSOR_SIZE.value is not None else None))
     summary = predict.run(_CHECKPOINT.value, _EVENTS.value, _OUT.value, options)
   except (EventFileError, rgb.RgbInputError, ValueError, FileNotFoundError,
           FloatingPointError) as e:

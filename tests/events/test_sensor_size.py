@@ -6,6 +6,8 @@ the sensors' known sizes, written out here by hand, not looked up in `cameras.py
 """
 
 import os
+import subprocess
+import sys
 import tempfile
 import warnings
 
@@ -346,7 +348,26 @@ def test_parse_sensor_size():
 
 
 # ----------------------------------------------------------------------------------------------
-# Paths that read event files: the E-SIE builder (predict's flag is tested in test_predict.py)
+# Paths that read event files: predict's flag and the E-SIE builder
+
+
+@pytest.mark.slow
+def test_predict_rejects_a_malformed_sensor_size(tmp_path):
+  # One process (importing predict takes seconds); the forms are checked in
+  # test_parse_sensor_size. "480,640" was the old form of the flag.
+  events = events_in(64, 48)
+  path = write_events_to(tmp_path / "rec.raw", events, "evt3")
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  for bad in ("480,640",):
+    out = subprocess.run([sys.executable, "-m", "evalign_jax.predict", "--checkpoint=none",
+                          f"--events={path}", f"--out={tmp_path / 'out'}",
+                          f"--sensor_size={bad}"],
+                         cwd=repo, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"error: sensor size must be HxW (height x width, each 1..65535), e.g. 480x640; "
+        f"got {bad!r}")
+    assert not (tmp_path / "out").exists()
 
 
 def test_esie_builder_takes_sensor_size(tmp_path):
