@@ -1,7 +1,8 @@
 """Host-side, per-example augmentation: one affine moves the RGB, the landmarks and the events.
 
-Input is one stored example (`schema.py`): a decoded (S_in, S_in, 3) uint8 RGB crop, landmarks,
-the face box and up to C events as float16 coordinates, all in the stored crop's pixel frame.
+Input is one stored example (`schema.py`): a decoded (S_in, S_in, 3) uint8 RGB crop (or, for an
+event-only dataset, just its side `crop_size`), landmarks, the face box and up to C events as
+float16 coordinates, all in the stored crop's pixel frame.
 Output is one training example whose events are still coordinates (int16 output pixels plus a
 validity mask); the representations are rendered on device, and their photometric
 augmentation (`device_augment.py`) is applied there from the flags/parameters drawn here.
@@ -141,13 +142,15 @@ def alignment_example(example: dict, rng: np.random.Generator | None, cfg: Align
   """One stored example -> one CMFA example (crop, landmarks, events, device-side flags).
 
   Args:
-    example: a stored example (`schema.py`) with `image` decoded to (S_in, S_in, 3) uint8 RGB.
+    example: a stored example (`schema.py`) with `image` decoded to (S_in, S_in, 3) uint8 RGB,
+      or an event-only one (no `image`).
     rng: the randomness for train=True; unused (may be None) for train=False.
     cfg: the augmentation.
     train: False is the evaluation path: the centred `cfg.crop_scale` crop and nothing random.
 
   Returns:
-    image (S, S, 3) uint8 RGB, S = cfg.out_size; landmarks (K, 2) float32 output px;
+    image (S, S, 3) uint8 RGB, S = cfg.out_size (absent for an event-only example);
+    landmarks (K, 2) float32 output px;
     events {x, y (C,) int16 output px, t (C,) int32 µs after the window start, p (C,) uint8,
     valid (C,) bool}; window_us int32; event_grayscale bool; event_occlusion (4,) float32
     half-open (x0, y0, x1, y1) output px, all zeros for none; event_occlusion_colour (3,)
@@ -174,23 +177,30 @@ def alignment_example(example: dict, rng: np.random.Generator | None, cfg: Align
   else:
     m = eval_crop_matrix(example, cfg)
 
-  image = cv2.warpAffine(np.asarray(example["image"]), m, (size, size), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+  image = None
+  if "image" in example:
+    image = cv2.warpAffine(np.asarray(example["image"]), m, (size, size),
+                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                           borderValue=(0, 0, 0))
   landmarks = geometry.apply_to_points(m, lms).astype(np.float32)
   if flip:
     # After the mirror the image-left eye holds what was the image-right one: re-index.
     landmarks = landmarks[MIRRORS[len(landmarks)]]
-  if gray:
+  if gray and image is not None:
     image = _grayscale_rgb(image)
   ev_box = np.zeros(4, np.float32)
   ev_colour = np.zeros(3, np.float32)
   if occlude:
+    # The RGB occluder is drawn even without an image, so the event occluder of an example
+    # comes from the same draws whether or not the dataset has RGB.
     x0, y0, x1, y1 = _occlusion_box(rng, cfg).astype(int)
-    image[y0:y1, x0:x1] = rng.integers(0, 256, 3, dtype=np.uint8)
+    colour = rng.integers(0, 256, 3, dtype=np.uint8)
+    if image is not None:
+      image[y0:y1, x0:x1] = colour
     ev_box = _occlusion_box(rng, cfg)
     ev_colour = rng.integers(0, 256, 3).astype(np.float32) / 255.0
   return {
-      "image": image,
+      **({} if image is None else {"image": image}),
       "landmarks": landmarks,
       "events": transform_events(example["events"], m, size),
       "window_us": np.int32(example["window_us"]),
@@ -303,7 +313,8 @@ def ssmer_example(example: dict, rng: np.random.Generator | None, cfg: SsmerAugm
     rng: the randomness for train=True; unused for train=False.
     cfg: the augmentation.
     train: whether to draw random views.
-    image_size: (height, width) of the stored crop; default the decoded image's shape.
+    image_size: (height, width) of the stored crop; default the decoded image's shape, or
+      `crop_size` for an event-only example.
 
   Returns:
     views {x, y (V, C) int16 output px, t (V, C) int32 µs, p (V, C) uint8, valid (V, C) bool};
@@ -311,7 +322,10 @@ def ssmer_example(example: dict, rng: np.random.Generator | None, cfg: SsmerAugm
     jitter_apply, grayscale; float32: brightness, contrast, saturation, hue, blur_sigma in
     output px, 0 = no blur).
   """
-  h, w = image_size if image_size is not None else np.shape(example["image"])[:2]
+  if image_size is None:
+    image_size = (np.shape(example["image"])[:2] if "image" in example
+                  else (int(example["crop_size"]),) * 2)
+  h, w = image_size
   ms, photo = [], []
   for _ in range(cfg.num_views):
     if train:

@@ -3,6 +3,7 @@
   python -m data_pipelines.build --dataset=synthetic_faces --data_dir=~/evalign_data
   python -m data_pipelines.build --dataset=wflw_v_events --data_dir=DIR --manual_dir=WFLW_V
   python -m data_pipelines.build --dataset=esie --config=rendered --manual_dir=ESIE --data_dir=DIR
+  python -m data_pipelines.build --dataset=fes_events --manual_dir=FES --data_dir=DIR
 
 Bad inputs (unreadable videos, label/frame count mismatches, NaN labels, missing pairs) are
 reported by file and skipped with a count at the end, or fail the build with --on_error=fail.
@@ -21,13 +22,19 @@ from absl import flags
 
 from data_pipelines import registry
 from data_pipelines import video_examples
+from evalign_jax.events import io as events_io
 
 
 def build(dataset: str, data_dir: str, *, config: str | None = None,
-          manual_dir: str | None = None, on_error: str = "skip") -> dict:
-  """Builds one dataset config; returns the per-split build report."""
+          manual_dir: str | None = None, on_error: str = "skip",
+          sensor_size: tuple[int, int] | None = None) -> dict:
+  """Builds one dataset config; returns the per-split build report.
+
+  sensor_size: (height, width) of the event files, overriding theirs (fes_events).
+  """
   data_dir = os.path.expanduser(data_dir)
-  b = registry.builder(dataset, data_dir=data_dir, config=config, on_error=on_error)
+  kwargs = {} if sensor_size is None else {"sensor_size": tuple(sensor_size)}
+  b = registry.builder(dataset, data_dir=data_dir, config=config, on_error=on_error, **kwargs)
   start = time.perf_counter()
   b.download_and_prepare(
       file_format="array_record",
@@ -42,10 +49,16 @@ def build(dataset: str, data_dir: str, *, config: str | None = None,
           f"{r['skipped']} skipped; {r['mean_events_per_window']:.0f} events/window, "
           f"{100 * r['truncated_fraction']:.1f}% of windows truncated to "
           f"{b.builder_config.crop.event_capacity}")
+    for key in sorted(set(r) - _REPORTED):   # dataset-specific checks
+      print(f"      {key}: {r[key]}")
     for reason in r["skipped_inputs"]:
       print(f"      skipped: {reason}")
   return report
 
+
+# Report entries printed in the line above; the others are printed one per line.
+_REPORTED = {"examples", "clips", "skipped", "skipped_inputs", "truncated_windows",
+             "truncated_fraction", "mean_events_per_window"}
 
 FLAGS = flags.FLAGS
 
@@ -67,8 +80,14 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS.dataset or not FLAGS.data_dir:
     raise app.UsageError("--dataset and --data_dir are required")
+  sensor_size = None
+  if FLAGS.sensor_size is not None:
+    try:
+      sensor_size = events_io.parse_sensor_size(FLAGS.sensor_size)
+    except ValueError as e:
+      raise app.UsageError(f"--sensor_size: {e}") from e
   build(FLAGS.dataset, FLAGS.data_dir, config=FLAGS.config, manual_dir=FLAGS.manual_dir,
-        on_error=FLAGS.on_error)
+        on_error=FLAGS.on_error, sensor_size=sensor_size)
 
 
 def _define_flags():
@@ -79,6 +98,8 @@ def _define_flags():
   flags.DEFINE_string("config", None, "Builder config name (default: the first).")
   flags.DEFINE_enum("on_error", "skip", list(video_examples.ON_ERROR),
                     "What to do with a bad input: skip it (and count) or fail.")
+  flags.DEFINE_string("sensor_size", None, "HxW, height first (e.g. 720x1280): the event "
+                      "files' sensor size, overriding theirs (fes_events).")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ their photometric augmentation happen on device (`device_augment.py`). Batches a
 leading local batch axis B = global_batch_size // process_count:
 
 CMFA (task="cmfa"):
-  image (B, S, S, 3) uint8 RGB; landmarks (B, K, 2) float32 output px;
+  image (B, S, S, 3) uint8 RGB (absent for event-only datasets); landmarks (B, K, 2) float32
+  output px;
   events {x, y (B, C) int16 output px; t (B, C) int32 µs after the window start;
           p (B, C) uint8; valid (B, C) bool};
   window_us (B,) int32; event_grayscale (B,) bool; event_occlusion (B, 4) float32 half-open
@@ -43,17 +44,21 @@ def make_source(dataset: str, data_dir: str, split: str, *, decode_image: bool =
   """A random-access tfds source of stored examples (numpy; texts as bytes).
 
   decode_image=False leaves `image` as JPEG bytes: SSMER never looks at the RGB, and decoding
-  it is most of the host cost.
+  it is most of the host cost. Event-only datasets have no `image` (see schema.py).
   """
-  decoders = None if decode_image else {"image": tfds.decode.SkipDecoding()}
+  decoders = None
+  if not decode_image and "image" in registry.builder(dataset, data_dir=data_dir).info.features:
+    decoders = {"image": tfds.decode.SkipDecoding()}
   return registry.data_source(dataset, data_dir=data_dir, split=split, decoders=decoders)
 
 
 def _stored_image_size(source) -> tuple[int, int]:
   """(height, width) of the stored crops, from the feature spec or else the first example."""
   info = getattr(source, "dataset_info", None)
-  if info is not None:
+  if info is not None and "image" in info.features:
     return tuple(info.features["image"].shape[:2])
+  if "image" not in source[0]:                       # event-only: the crop frame's side
+    return (int(source[0]["crop_size"]),) * 2
   image = source[0]["image"]
   if isinstance(image, bytes):
     image = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_UNCHANGED)

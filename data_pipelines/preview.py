@@ -22,9 +22,12 @@ from evalign_jax.events import images
 
 
 def example_row(ex: dict) -> np.ndarray:
-  """(S, 4 S, 3) uint8 RGB: the image and the three event renderings, landmarks drawn."""
-  size = ex["image"].shape[0]
-  panels = [ex["image"]]
+  """(S, 4 S, 3) uint8 RGB: the image and the three event renderings, landmarks drawn.
+
+  Event-only examples (no `image`) give (S, 3 S, 3): the renderings alone.
+  """
+  size = ex["image"].shape[0] if "image" in ex else int(ex["crop_size"])
+  panels = [ex["image"]] if "image" in ex else []
   if "event_image" in ex:
     panels += [ex["event_image"]] * 3
   else:
@@ -36,7 +39,7 @@ def example_row(ex: dict) -> np.ndarray:
                                 t_start_us=window[0], t_end_us=window[1])
       panels.append(np.clip(np.asarray(img) * 255, 0, 255).astype(np.uint8))
   # Points only on the event panels, so the curves do not hide the events.
-  return np.concatenate([lm.draw_landmarks(p, ex["landmarks"], curves=i == 0)
+  return np.concatenate([lm.draw_landmarks(p, ex["landmarks"], curves=i == 0 and "image" in ex)
                          for i, p in enumerate(panels)], axis=1)
 
 
@@ -62,8 +65,11 @@ def main(argv):
     raise app.UsageError("--data_dir is required")
   grid = preview(FLAGS.dataset, FLAGS.data_dir, FLAGS.out, split=FLAGS.split,
                  num=FLAGS.num, config=FLAGS.config)
+  features = registry.builder(FLAGS.dataset, data_dir=FLAGS.data_dir,
+                              config=FLAGS.config).info.features
+  rgb = "RGB | " if "image" in features else ""
   print(f"wrote {FLAGS.out} ({grid.shape[1]}x{grid.shape[0]}): rows = examples; columns = "
-        "RGB | event frame | voxel grid | time surface")
+        f"{rgb}event frame | voxel grid | time surface")
 
 
 def _define_flags():

@@ -10,6 +10,7 @@ DATASETS = {
     "wflw_v_events": "data_pipelines.wflw_v_events.wflw_v_events_dataset_builder",
     "ecelebv_events": "data_pipelines.ecelebv_events.ecelebv_events_dataset_builder",
     "esie": "data_pipelines.esie.esie_dataset_builder",
+    "fes_events": "data_pipelines.fes_events.fes_events_dataset_builder",
 }
 
 

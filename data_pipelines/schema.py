@@ -2,7 +2,10 @@
 
 One example is one labelled RGB frame plus the events of the time window that ends at it:
 
-  image        (S, S, 3) uint8 RGB: a square crop of `crop_scale` x the face box side, S px
+  image        (S, S, 3) uint8 RGB: a square crop of `crop_scale` x the face box side, S px;
+               absent from event-only datasets (a camera without frames, e.g. FES), which
+               store instead
+  crop_size    int32 S, the side of the crop's pixel frame (event-only datasets only)
   landmarks    (K, 2) float32, pixel coordinates (x, y) in `image` (centres at integers)
   bbox         (4,) float32 face box (x0, y0, x1, y1) in `image`
   events       x, y: (C,) float16 coordinates in `image`'s frame (sub-pixel: the crop scales);
@@ -33,12 +36,20 @@ EVENT_FIELDS = ("x", "y", "t", "p")
 
 
 def features(num_landmarks: int, image_size: int, event_capacity: int,
-             extra: dict | None = None) -> tfds.features.FeaturesDict:
-  """The tfds feature spec of the format above (+ dataset-specific `extra` features)."""
+             extra: dict | None = None, *, rgb: bool = True) -> tfds.features.FeaturesDict:
+  """The tfds feature spec of the format above (+ dataset-specific `extra` features).
+
+  rgb=False is the event-only format: `crop_size` replaces `image`.
+  """
   vec = lambda dtype: tfds.features.Tensor(shape=(event_capacity,), dtype=dtype,
                                            encoding=tfds.features.Encoding.ZLIB)
+  if rgb:
+    frame = {"image": tfds.features.Image(shape=(image_size, image_size, 3),
+                                          encoding_format="jpeg")}
+  else:
+    frame = {"crop_size": tfds.features.Scalar(dtype=np.int32)}
   spec = {
-      "image": tfds.features.Image(shape=(image_size, image_size, 3), encoding_format="jpeg"),
+      **frame,
       "landmarks": tfds.features.Tensor(shape=(num_landmarks, 2), dtype=np.float32),
       "bbox": tfds.features.Tensor(shape=(4,), dtype=np.float32),
       "events": tfds.features.FeaturesDict({
@@ -83,13 +94,14 @@ def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
   return buf.tobytes()
 
 
-def crop_example(frame_rgb: np.ndarray, landmarks: np.ndarray, box: np.ndarray,
+def crop_example(frame_rgb: np.ndarray | None, landmarks: np.ndarray, box: np.ndarray,
                  window: Events, t_start_us: int, t_end_us: int, spec: CropSpec, *,
                  clip_id: str, subject_id: str, subset: str, frame_index: int) -> dict:
   """One frame + its window of sensor-frame events -> an example dict of the format above.
 
   Args:
-    frame_rgb: (H, W, 3) uint8 full frame.
+    frame_rgb: (H, W, 3) uint8 full frame, or None for an event-only example (`crop_size`
+      is stored instead of `image`).
     landmarks: (K, 2) pixel coordinates in the frame.
     box: (4,) face box in the frame; the crop is `spec.crop_scale` x its longer side.
     window: the events with t_start_us < t <= t_end_us, in the frame's pixel grid.
@@ -98,8 +110,12 @@ def crop_example(frame_rgb: np.ndarray, landmarks: np.ndarray, box: np.ndarray,
     raise ValueError("landmarks or box contain NaN/Inf")
   size = spec.image_size
   m = geometry.box_crop_matrix(box, spec.crop_scale, size)
-  image = cv2.warpAffine(frame_rgb, m, (size, size), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT)
+  if frame_rgb is None:
+    frame = {"crop_size": np.int32(size)}
+  else:
+    image = cv2.warpAffine(frame_rgb, m, (size, size), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT)
+    frame = {"image": encode_jpeg(image, spec.jpeg_quality)}
   lms = geometry.apply_to_points(m, landmarks).astype(np.float32)
   corners = geometry.apply_to_points(m, np.reshape(box, (2, 2))).reshape(4)
   xy = geometry.apply_to_points(m, np.stack([window.x, window.y], -1))
@@ -116,7 +132,7 @@ def crop_example(frame_rgb: np.ndarray, landmarks: np.ndarray, box: np.ndarray,
   ev["t"][:n], ev["p"][:n] = t[keep], p[keep]
   ev["count"], ev["count_total"] = np.int32(n), np.int32(total)
   return {
-      "image": encode_jpeg(image, spec.jpeg_quality),
+      **frame,
       "landmarks": lms,
       "bbox": corners.astype(np.float32),
       "events": ev,
