@@ -191,10 +191,16 @@ class Builder(builder_base.EventFaceBuilder):
     c = self.builder_config
     return functools.partial(recording_examples, config=c, sensor_size=self.sensor_size)
 
+  # Recordings per split from which decoding them in parallel repays starting the processes
+  # (~2 s each); the release has thousands.
+  PARALLEL_FROM = 16
+
   def _generate_examples(self, split, dl_manager):
     stats = _FesStats()
+    n = sum(r.split == split for r in self._recordings(os.fspath(dl_manager.manual_dir)))
+    workers = min(os.cpu_count() or 1, 8) if n >= self.PARALLEL_FROM else 0
     yield from video_examples.guarded(self._clips(split, dl_manager), self._clip_examples(),
-                                      self.on_error, stats, workers=self.workers)
+                                      self.on_error, stats, workers=workers)
     self.info.metadata[f"build_report_{split}"] = stats.as_dict()
 
 
