@@ -1,6 +1,6 @@
-"""SLPT (sparse local patch transformer) and CMFA (cross-modal fusion attention), NHWC, Flax NNX.
+"""SLPT (sparse local patch transformer), the landmark aligner CMFA builds on; NHWC, Flax NNX.
 
-Both regress 98 (K) landmarks in [0, 1] crop coordinates, (x, y), in three coarse-to-fine stages:
+SLPT regresses 98 (K) landmarks in [0, 1] crop coordinates, (x, y), in three coarse-to-fine stages:
 
   1. anchors = mean shape (stage 1) or the last decoder layer of the previous stage (stop-gradient);
   2. around each anchor, a window of half-size 8 / 4 / 2 cells of a 64-cell grid (clamped to [0, 1])
@@ -11,16 +11,14 @@ Both regress 98 (K) landmarks in [0, 1] crop coordinates, (x, y), in three coars
      structure encoding on the keys); LayerNorm + Linear(256 -> 2) of every layer's output is an
      offset inside the window: landmark = window_min + window_size * offset.
 
-All stage weights are shared. SLPT's decoder layer is [self-attn, cross-attn, FFN]; CMFA's prepends
-a "modal" attention to the frozen RGB branch's tokens (keys + RGB structure encoding):
-[modal-attn, self-attn, cross-attn to event tokens, FFN].
+All stage weights are shared. SLPT's decoder layer is [self-attn, cross-attn, FFN]; with
+`cross_modal=True` (CMFA's event branch, `cmfa.py`) it prepends a "modal" attention to the frozen
+RGB branch's tokens (keys + RGB structure encoding): [modal-attn, self-attn, cross-attn, FFN].
 
 Parameter layout. `SLPT` has `backbone`, `patch_embed`, `structure_encoding`, `decoder`, `out_layer`
-and the non-trainable `mean_shape`. `CMFA` has `rgb` (an `RGBBranch`: `backbone`, `patch_embed`,
-`structure_encoding` - the same names as in SLPT, so `rgb_branch_from_slpt` copies them), `event` (a
-`SparsePatchAligner`: the same five trainable attributes as SLPT, with a cross-modal decoder) and
-`mean_shape`. `CMFA.frozen_filter` selects `rgb`; `CMFA.trainable_filter` is every other Param.
-The decoder layers are stacked along a leading axis of size num_layers and applied with `nnx.scan`.
+and the non-trainable `mean_shape`. `RGBBranch` holds the first three (the tokeniser CMFA freezes),
+`SparsePatchAligner` all five trainable ones. The decoder layers are stacked along a leading axis
+of size num_layers and applied with `nnx.scan`.
 
 Modes: `model.train()` / `model.eval()` (NNX's standard mechanism) switch dropout (`deterministic`)
 and BatchNorm (`use_running_average`). Fresh models are in train mode, as NNX modules are.
@@ -393,7 +391,7 @@ class SparsePatchAligner(RGBBranch):
     return self.out_layer(feats.astype(jnp.float32))
 
 
-def _mean_shape_buffer(mean_shape) -> Buffer:
+def mean_shape_buffer(mean_shape) -> Buffer:
   mean_shape = np.asarray(mean_shape, np.float32) if not isinstance(mean_shape, jax.Array) else (
       mean_shape.astype(jnp.float32))
   if mean_shape.ndim != 2 or mean_shape.shape[1] != 2:
@@ -427,7 +425,7 @@ class SLPT(SparsePatchAligner):
       param_dtype: parameter dtype.
       rngs: `params` (init) and `dropout` streams (either falls back to `default`).
     """
-    mean = _mean_shape_buffer(mean_shape)
+    mean = mean_shape_buffer(mean_shape)
     super().__init__(mean.shape[0], d_model, num_heads, num_layers, ffn_dim, dropout, sample_num,
                      cross_modal=False, backbone_width=backbone_width,
                      backbone_blocks=backbone_blocks, dtype=dtype, param_dtype=param_dtype,
@@ -450,83 +448,3 @@ class SLPT(SparsePatchAligner):
       stages.append(landmarks)
       anchors = landmarks[:, -1]
     return jnp.stack(stages, axis=1)
-
-
-def _in_rgb_branch(path, _) -> bool:
-  return bool(path) and path[0] == "rgb"
-
-
-class CMFA(nnx.Module):
-  """CMFA: an event-image SLPT whose decoder layers first attend to a frozen RGB SLPT's tokens."""
-
-  # NNX filters: everything in the frozen RGB branch (params and BatchNorm statistics), and the
-  # params the optimiser updates. E.g. nnx.Optimizer(model, tx, wrt=CMFA.trainable_filter).
-  frozen_filter = staticmethod(_in_rgb_branch)
-  trainable_filter = nnx.All(nnx.Param, nnx.Not(_in_rgb_branch))
-
-  def __init__(self, mean_shape, *, d_model: int = 256, num_heads: int = 8, num_layers: int = 6,
-               ffn_dim: int = 1024, dropout: float = 0.1, half_sizes: Sequence[float] = (8, 4, 2),
-               grid_size: int = 64, sample_num: int = 7, backbone_width: int = 18,
-               backbone_blocks: int = 4, rgb_bn_train: bool = False,
-               dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
-    """Builds CMFA.
-
-    Args:
-      mean_shape: (K, 2) initial landmarks in [0, 1] (see SLPT).
-      rgb_bn_train: False (default, clean): the frozen RGB backbone's BatchNorm always runs in eval
-        mode. True reproduces the official code, where the "frozen" backbone stays in train mode in
-        training: batch statistics normalise and the running statistics keep updating.
-      Other args: as SLPT; they apply to both branches.
-    """
-    mean = _mean_shape_buffer(mean_shape)
-    k = mean.shape[0]
-    kw = dict(backbone_width=backbone_width, backbone_blocks=backbone_blocks, dtype=dtype,
-              param_dtype=param_dtype, rngs=rngs)
-    self.rgb = RGBBranch(k, d_model, sample_num, **kw)
-    self.event = SparsePatchAligner(k, d_model, num_heads, num_layers, ffn_dim, dropout, sample_num,
-                                    cross_modal=True, **kw)
-    self.mean_shape = mean
-    self.half_sizes = tuple(float(h) for h in half_sizes)
-    self.grid_size = grid_size
-    self.sample_num = sample_num
-    self.rgb_bn_train = rgb_bn_train
-
-  def __call__(self, rgb: jax.Array, events: jax.Array) -> jax.Array:
-    """Aligns landmarks on a pair of spatially aligned crops.
-
-    Args:
-      rgb: (B, H, W, 3) normalised RGB crop.
-      events: (B, H, W, 3) normalised event-representation image of the same crop.
-
-    Returns:
-      (B, stages, num_layers, K, 2) landmarks, (x, y) in [0, 1] of the crop, float32.
-    """
-    rgb_map = self.rgb.backbone(rgb, use_running_average=None if self.rgb_bn_train else True)
-    event_map = self.event.backbone(events)
-    # The RGB branch is frozen: gradients stop at its tokens and structure encoding, so no
-    # backward pass runs through it whatever the caller differentiates.
-    rgb_pos = jax.lax.stop_gradient(self.rgb.structure_encoding[...])
-    anchors = jnp.broadcast_to(self.mean_shape[...], (rgb.shape[0],) + self.mean_shape.shape)
-    stages = []
-    for half in self.half_sizes:
-      points, lo, size = roi_sample_points(jax.lax.stop_gradient(anchors), half,
-                                           grid_size=self.grid_size, sample_num=self.sample_num)
-      rgb_tokens = jax.lax.stop_gradient(self.rgb.patch_embed(sample_patches(rgb_map, points)))
-      event_tokens = self.event.patch_embed(sample_patches(event_map, points))
-      offsets = self.event.offsets(event_tokens, rgb_tokens, rgb_pos)
-      landmarks = lo[:, None] + size[:, None] * offsets
-      stages.append(landmarks)
-      anchors = landmarks[:, -1]
-    return jnp.stack(stages, axis=1)
-
-
-
-def rgb_branch_from_slpt(cmfa: CMFA, slpt: SLPT) -> None:
-  """Copies an (RGB-trained) SLPT's backbone, patch conv and structure encoding into `cmfa.rgb`.
-
-  Includes the backbone's BatchNorm statistics. The SLPT decoder is not used (the official CMFA
-  does not load it either: its layer names differ).
-  """
-  nnx.update(cmfa.rgb.backbone, nnx.state(slpt.backbone))
-  nnx.update(cmfa.rgb.patch_embed, nnx.state(slpt.patch_embed))
-  cmfa.rgb.structure_encoding[...] = slpt.structure_encoding[...]

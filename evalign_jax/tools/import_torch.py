@@ -1,4 +1,4 @@
-r"""Converts official PyTorch checkpoints (SLPT, CMFA, SSMER) into our Orbax model checkpoints.
+r"""Converts official PyTorch checkpoints (SLPT, CMFA, SSMER) into exports of our models.
 
     python -m evalign_jax.tools.import_torch --kind=slpt --checkpoint=WFLW_6_layer.pth \
         --mean_shape=init_98.npz --out=/ckpt/slpt_wflw
@@ -7,8 +7,10 @@ r"""Converts official PyTorch checkpoints (SLPT, CMFA, SSMER) into our Orbax mod
     python -m evalign_jax.tools.import_torch --kind=ssmer \
         --checkpoint=ssmer_frame_voxel_timesurface.pth.tar --out=/ckpt/ssmer
 
-The output is `evalign_jax.models.checkpoint_io`'s layout (restore it with `load_model_state`,
-e.g. as a trainer's `init_from`). Accepted inputs: a plain state dict, or one wrapped in
+The output is an export (`evalign_jax/export.py`: the model state and a config.json saying how
+to rebuild it), which `init.rgb_from` / `init.event_from`, the eval stage and `predict` take
+like a stage's workdir; an SLPT is exported as an `rgb_slpt` model, and every model as the
+official code ran it (256 px crops, frame events). Accepted inputs: a plain state dict, or one wrapped in
 {"state_dict": ...} (SSMER's `.pth.tar`) or {"model": ...}; "module." prefixes (DataParallel) are
 stripped.
 SLPT/CMFA checkpoints do not hold the mean shape (the official code reads it from
@@ -29,6 +31,7 @@ Ignored: SLPT's `feature_norm` (defined but unused by the official forward pass)
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -304,6 +307,30 @@ def load_mean_shape(path: str, image_size: float = 256.0) -> np.ndarray:
   return np.asarray(data, np.float64).reshape(-1, 2) / image_size
 
 
+# Our registered model of each official kind.
+MODEL_OF_KIND = {"slpt": "rgb_slpt", "cmfa": "cmfa", "ssmer": "ssmer"}
+
+
+def export_config(kind: str, converted: dict, image_size: int = 256) -> dict:
+  """The config a converted model is exported with: its registered name and sizes (read from
+  the converted arrays), float32, and the crop size and event rendering it expects."""
+  from evalign_jax.events.images import RenderConfig
+
+  if kind == "ssmer":
+    sizes = dict(dim=converted["predictor"]["fc2"]["kernel"].shape[1],
+                 pred_dim=converted["predictor"]["fc1"]["kernel"].shape[1])
+  else:
+    decoder = converted["decoder"] if kind == "slpt" else converted["event"]["decoder"]
+    num_layers, d_model, ffn = decoder["layers"]["linear1"]["kernel"].shape
+    sizes = dict(d_model=d_model, num_layers=num_layers, ffn_dim=ffn)
+  config = {"model": MODEL_OF_KIND[kind], "model_size": {k: int(v) for k, v in sizes.items()},
+            "dtype": "float32", "rgb_bn_train": False, "image_size": int(image_size),
+            "render": dataclasses.asdict(RenderConfig())}
+  if kind != "ssmer":
+    config["num_landmarks"] = int(np.shape(converted["mean_shape"])[0])
+  return config
+
+
 def build_model(kind: str, converted: dict):
   """A model of the right size for `converted` (`checkpoint_io.update_from_pure_dict` then
   checks its layout and loads it).
@@ -311,38 +338,32 @@ def build_model(kind: str, converted: dict):
   Built eagerly: with our numpy-drawn initialisers that takes a second or two, while
   `nnx.eval_shape` of these models is slow (flax's RNG counter updates under tracing).
   """
-  from flax import nnx
-
   from evalign_jax import models
 
-  rngs = nnx.Rngs(0)
-  if kind == "ssmer":
-    dim = converted["predictor"]["fc2"]["kernel"].shape[1]
-    pred = converted["predictor"]["fc1"]["kernel"].shape[1]
-    return models.SimSiam(dim=dim, pred_dim=pred, rngs=rngs)
-  decoder = converted["decoder"] if kind == "slpt" else converted["event"]["decoder"]
-  num_layers, d_model, ffn = decoder["layers"]["linear1"]["kernel"].shape
-  cls = models.SLPT if kind == "slpt" else models.CMFA
-  return cls(converted["mean_shape"], d_model=d_model, num_layers=num_layers, ffn_dim=ffn,
-             rngs=rngs)
+  return models.build_model(export_config(kind, converted), converted.get("mean_shape"))
 
 
 def main(argv):
   del argv
+  from absl import app
   from absl import flags
 
+  from evalign_jax import export
   from evalign_jax.models import checkpoint_io
 
   f = flags.FLAGS
+  if os.path.exists(f.out):
+    raise app.UsageError(f"--out={f.out} exists; give a new folder")
   import torch  # Only to read the .pth file.
 
   checkpoint = torch.load(f.checkpoint, map_location="cpu", weights_only=False)
   mean = load_mean_shape(f.mean_shape, f.image_size) if f.mean_shape else None
   converted = convert_state_dict(f.kind, checkpoint, mean)
+  model = build_model(f.kind, converted)
   # Raises, naming the entries, if the converted state does not fit the model.
-  checkpoint_io.update_from_pure_dict(build_model(f.kind, converted), converted)
-  checkpoint_io.save_model_state(f.out, checkpoint_io.state_dict_from_arrays(converted))
-  print(f"wrote {f.kind} model state to {os.path.abspath(f.out)}")
+  checkpoint_io.update_from_pure_dict(model, converted)
+  export.export(model, export_config(f.kind, converted, int(f.image_size)), f.out)
+  print(f"wrote the {f.kind} model to {os.path.abspath(f.out)} (an export: state/, config.json)")
 
 
 if __name__ == "__main__":
@@ -351,10 +372,11 @@ if __name__ == "__main__":
 
   flags.DEFINE_enum("kind", None, list(KINDS), "Which official model the checkpoint holds.")
   flags.DEFINE_string("checkpoint", None, "Official .pth / .pth.tar file.")
-  flags.DEFINE_string("out", None, "Output Orbax checkpoint directory (must not exist).")
+  flags.DEFINE_string("out", None, "Output export folder (must not exist).")
   flags.DEFINE_string("mean_shape", None,
                       "npz (key init_face) or npy with the (K, 2) mean shape in crop pixels; "
                       "required for slpt and cmfa.")
-  flags.DEFINE_float("image_size", 256.0, "Crop size the mean shape pixels refer to.")
+  flags.DEFINE_float("image_size", 256.0, "The model's crop size, which the mean shape pixels "
+                     "refer to.")
   flags.mark_flags_as_required(["kind", "checkpoint", "out"])
   app.run(main)
