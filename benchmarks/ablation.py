@@ -10,10 +10,9 @@ runs resume from their workdirs. Prints NME / FR@0.1 / AUC@0.1 on the test split
 from __future__ import annotations
 
 import argparse
-import os
 
 from evalign_jax import config_utils
-from evalign_jax.trainers import quickstart
+from evalign_jax import quickstart
 
 
 def main():
@@ -24,16 +23,11 @@ def main():
   parser.add_argument("--dataset", default="synthetic_faces")
   parser.add_argument("--data_dir", default="~/evalign_data")
   args = parser.parse_args()
-  config = config_utils.load_config("configs/quickstart.py")
-  config.unlock()
+  config = config_utils.load_config("configs/quickstart.py:ablation")
   config.dataset, config.data_dir = args.dataset, args.data_dir
-  config.steps = dict(rgb_slpt=args.steps, ssmer=args.ssmer_steps, slpt_event=args.steps,
-                      cmfa=args.steps, cmfa_no_ssmer=args.steps)
-  sub = lambda name: os.path.join(args.workdir, name)
-  plan = quickstart.default_plan(args.workdir) + [
-      ("cmfa_no_ssmer", "configs/cmfa.py:runlocal", {"rgb_from": sub("rgb_slpt")})]
-  quickstart.run(config, args.workdir, plan=plan,
-                 evaluated=("slpt_event", "cmfa_no_ssmer", "cmfa"))
+  for name in config.steps:
+    config.steps[name] = args.ssmer_steps if name == "ssmer" else args.steps
+  quickstart.run(config, args.workdir)
 
 
 if __name__ == "__main__":

@@ -42,13 +42,14 @@ def recording(path, seconds, rate, seed=0):
 def main(argv):
   del argv
   from evalign_jax import config_utils
-  from evalign_jax.trainers import alignment, common
+  from evalign_jax import export
+  from evalign_jax import models
   variant = "model=slpt_event" + (",runlocal" if _SIZE.value == "runlocal" else "")
   config = config_utils.load_config(f"configs/cmfa.py:{variant}")
   cfg = json.loads(config.to_json())
   shape = np.random.default_rng(0).uniform(0.25, 0.75, (98, 2)).astype(np.float32)
   with tempfile.TemporaryDirectory() as tmp:
-    common.export(alignment.build_model("slpt_event", shape, cfg), cfg, f"{tmp}/model")
+    export.export(models.build_model(cfg, shape), cfg, f"{tmp}/model")
     recording(f"{tmp}/rec.aedat4", _SECONDS.value, _RATE.value)
     cmd = [sys.executable, "-m", "evalign_jax.predict", f"--checkpoint={tmp}/model",
            f"--events={tmp}/rec.aedat4", f"--out={tmp}/out", f"--batch_size={_BATCH_SIZE.value}",

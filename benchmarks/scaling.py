@@ -44,9 +44,10 @@ def measure(task: str, args) -> dict:
   import numpy as np   # pylint: disable=g-import-not-at-top
   from data_pipelines import input_pipeline as ip   # pylint: disable=g-import-not-at-top
   from evalign_jax import config_utils   # pylint: disable=g-import-not-at-top
+  from evalign_jax import export   # pylint: disable=g-import-not-at-top
+  from evalign_jax import models   # pylint: disable=g-import-not-at-top
   from evalign_jax import sharding   # pylint: disable=g-import-not-at-top
   from evalign_jax.trainers import alignment   # pylint: disable=g-import-not-at-top
-  from evalign_jax.trainers import common   # pylint: disable=g-import-not-at-top
   from evalign_jax.trainers import ssmer   # pylint: disable=g-import-not-at-top
 
   n = jax.device_count()
@@ -63,8 +64,9 @@ def measure(task: str, args) -> dict:
     if task == "cmfa":
       # CMFA needs a frozen RGB branch to start from: random weights do for timing.
       config.init.rgb_from = os.path.join(tmp, "rgb")
-      common.export(alignment.build_model("rgb_slpt", np.full((98, 2), 0.5, np.float32), config),
-                    {**json.loads(config.to_json()), "model": "rgb_slpt"}, config.init.rgb_from)
+      rgb = {**json.loads(config.to_json()), "model": "rgb_slpt"}
+      export.export(models.build_model(rgb, np.full((98, 2), 0.5, np.float32)), rgb,
+                    config.init.rgb_from)
     stage = (ssmer if task == "ssmer" else alignment).build_stage(config)
 
   def next_batch():

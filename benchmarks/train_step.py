@@ -24,6 +24,8 @@ import optax
 from flax import nnx
 
 from data_pipelines import augment
+from evalign_jax import models
+from evalign_jax.evaluators import landmarks as landmark_eval
 from evalign_jax.events import images
 from evalign_jax.trainers import alignment
 from evalign_jax.trainers import ssmer
@@ -85,8 +87,8 @@ def our_steps(args, dtype: str) -> dict:
   mean = rng.uniform(0.3, 0.7, (98, 2)).astype(np.float32)
   out = {}
 
-  model = alignment.build_model("cmfa", mean, cfg)
-  wrt = alignment.trainable_filter("cmfa")
+  model = models.build_model({**cfg, "model": "cmfa"}, mean)
+  wrt = models.model_spec("cmfa").trainable
   opt = nnx.Optimizer(model, optax.adam(1e-4), wrt=wrt)
   graphdef, state = nnx.split((model, opt))
   step = alignment.make_train_step(graphdef, "cmfa", args.image_size, render,
@@ -95,14 +97,14 @@ def our_steps(args, dtype: str) -> dict:
                                          args.events))
   cmfa_train, holder = _stepper(step, state, batch)
   model_graphdef = nnx.split(model)[0]
-  predict = alignment.make_predict(model_graphdef, "cmfa", args.image_size, render)
+  predict = landmark_eval.make_predict(model_graphdef, "cmfa", args.image_size, render)
   # The training state is donated at every step: take the model's current state each time.
   model_state = lambda: nnx.state(nnx.merge(graphdef, holder["state"])[0])
   out["cmfa train"] = (cmfa_train, args.batch)
   out["cmfa inference"] = (lambda: jax.block_until_ready(predict(model_state(), batch)),
                            args.batch)
 
-  model = ssmer.build_model(cfg)
+  model = models.build_model({**cfg, "model": "ssmer"})
   opt = nnx.Optimizer(model, optax.sgd(0.05, momentum=0.9), wrt=nnx.Param)
   sgraphdef, sstate = nnx.split((model, opt))
   views = tuple(images.RenderConfig(kind=k) for k in images.KINDS)

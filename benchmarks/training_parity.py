@@ -25,10 +25,10 @@ def real_batch(data_dir: str, size: int, batch: int):
   import jax.numpy as jnp   # pylint: disable=g-import-not-at-top
 
   from data_pipelines import augment   # pylint: disable=g-import-not-at-top
+  from data_pipelines import datasets   # pylint: disable=g-import-not-at-top
   from data_pipelines import device_augment as da   # pylint: disable=g-import-not-at-top
   from data_pipelines import input_pipeline as ip   # pylint: disable=g-import-not-at-top
   from data_pipelines.build import ensure_built   # pylint: disable=g-import-not-at-top
-  from evalign_jax.trainers import common   # pylint: disable=g-import-not-at-top
 
   name = "synthetic_faces/small"
   ensure_built(name, data_dir)
@@ -37,7 +37,8 @@ def real_batch(data_dir: str, size: int, batch: int):
                        augment_config=augment.AlignmentAugment(out_size=size))
   b = ip.split_host_fields(next(iter(ds)))[0]
   images = np.asarray(da.imagenet_normalize(jnp.asarray(b["image"], jnp.float32) / 255.0))
-  return images, np.asarray(b["landmarks"], np.float32) / size, common.mean_shape(name, data_dir, size)
+  return (images, np.asarray(b["landmarks"], np.float32) / size,
+          datasets.mean_shape(name, data_dir, size))
 
 
 def main():
@@ -56,7 +57,7 @@ def main():
   from flax import nnx   # pylint: disable=g-import-not-at-top
 
   from evalign_jax.tools import import_torch   # pylint: disable=g-import-not-at-top
-  from evalign_jax.trainers import common   # pylint: disable=g-import-not-at-top
+  from evalign_jax.trainers import alignment   # pylint: disable=g-import-not-at-top
 
   images, gt, mean = real_batch(os.path.expanduser(args.data_dir), args.image_size, args.batch)
   init_path, _ = pt._mean_shape_file(98, 0, mean)   # pylint: disable=protected-access
@@ -91,7 +92,7 @@ def main():
   @nnx.jit
   def step(model, optimizer, x, y):
     loss, grads = nnx.value_and_grad(
-        lambda m: common.alignment_loss(m(x), y, mask, (0.2, 0.3, 0.5)))(model)
+        lambda m: alignment.alignment_loss(m(x), y, mask, (0.2, 0.3, 0.5)))(model)
     optimizer.update(model, grads)
     return loss
 

@@ -4,7 +4,7 @@
   python -m evalign_jax.main --config=configs/events_demo.py:runlocal --workdir=/tmp/events_demo
 
 Writes the simulated events, a preview of the frame / voxel / time-surface renderings and a
-summary.json (see evalign_jax/tools/events_demo.py).
+summary.json (see evalign_jax/demos/events.py).
 """
 
 import ml_collections

@@ -4,7 +4,7 @@
   python -m evalign_jax.main --config=configs/pipeline_demo.py:runlocal --workdir=workdir/demo
 
 Builds synthetic_faces into `data_dir` on first use, then times the CMFA and SSMER pipelines
-and writes a picture of augmented batches (see evalign_jax/tools/pipeline_demo.py).
+and writes a picture of augmented batches (see evalign_jax/demos/pipeline.py).
 """
 
 import ml_collections

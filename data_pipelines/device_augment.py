@@ -229,6 +229,21 @@ def ssmer_view_images(batch: dict, size: int,
   return imagenet_normalize(moco_photometric(jnp.stack(views, axis=1), batch["photometric"]))
 
 
+def model_inputs(batch: dict, inputs: tuple[str, ...], size: int,
+                 render: images.RenderConfig) -> tuple[jax.Array, ...]:
+  """An alignment batch -> the model's positional inputs, by name (`models.ModelSpec.inputs`).
+
+  "rgb": the batch's RGB crop in [0, 1], ImageNet-normalised; "events": its events rendered by
+  `render` and augmented (`cmfa_event_images`). Each (B, size, size, 3) float32.
+  """
+  makers = {"rgb": lambda: imagenet_normalize(batch["image"].astype(jnp.float32) / 255.0),
+            "events": lambda: cmfa_event_images(batch, size, render)}
+  unknown = [name for name in inputs if name not in makers]
+  if unknown:
+    raise ValueError(f"no alignment input {unknown}; valid: {sorted(makers)}")
+  return tuple(makers[name]() for name in inputs)
+
+
 def to_padded_events(events: dict) -> PaddedEvents:
   """A batch's `events` (or `views`) dict -> PaddedEvents with int32 t/x/y/p, bool valid.
 

@@ -7,9 +7,6 @@ Landmarks are drawn on every panel, so misaligned events or labels are seen at a
 
 from __future__ import annotations
 
-import os
-
-import cv2
 import jax
 import numpy as np
 from absl import app
@@ -18,6 +15,7 @@ from absl import flags
 from data_pipelines import landmarks as lm
 from data_pipelines import registry
 from data_pipelines import schema
+from evalign_jax import files
 from evalign_jax.events import images
 
 
@@ -48,10 +46,7 @@ def preview(dataset: str, data_dir: str, out: str, *, split: str = "train", num:
   src = registry.data_source(dataset, data_dir=data_dir, split=split, config=config)
   idx = np.linspace(0, len(src) - 1, min(num, len(src))).astype(int)
   grid = np.concatenate([example_row(src[int(i)]) for i in idx], axis=0)
-  tmp = out + ".tmp.png"
-  if not cv2.imwrite(tmp, grid[..., ::-1]):
-    raise OSError(f"could not write {out}")
-  os.replace(tmp, out)
+  files.write_png(out, grid)
   return grid
 
 

@@ -1,10 +1,32 @@
-"""Helpers for ml_collections configs: variant strings such as `configs/x.py:runlocal,seed=3`."""
+"""Helpers for ml_collections configs: variant strings such as `configs/x.py:runlocal,seed=3`,
+the fields the training stages share, and the three sizes every training config comes in:
+
+  (default)  the paper's: full models, 256 px (224 for SSMER), the full dataset;
+  runlocal   small enough for 2 CPU cores: synthetic_faces/small, 64 px crops, one block per
+             HRNet branch, a 2-layer 128-wide decoder; clearly not the paper's model;
+  tiny       the test size: synthetic_faces/tiny, 32 px, 2 steps of batch 2, the smallest
+             models that still have every part (`TINY_MODEL_SIZE`, `TINY_SSMER_SIZE`).
+"""
 
 from __future__ import annotations
 
 import ast
+import importlib.util
+import os
 
 import ml_collections
+
+# The tiny variant's models: 2 decoder layers (so the layer stack is exercised), HRNet width 4.
+TINY_MODEL_SIZE = dict(d_model=32, num_heads=2, num_layers=2, ffn_dim=32, backbone_width=4,
+                       backbone_blocks=1)
+TINY_SSMER_SIZE = dict(dim=32, pred_dim=16, backbone_width=4, backbone_blocks=1)
+
+
+class ConfigError(ValueError):
+  """A config that cannot run: a mistyped variant, a missing or wrong `init` export, ...
+
+  The entry point prints its message as one line and exits non-zero.
+  """
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -18,10 +40,10 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   for item in filter(None, (s.strip() for s in (arg or "").split(","))):
     key, eq, raw = item.partition("=")
     if key not in defaults:
-      raise ValueError(f"unknown config variant {key!r}; valid: {sorted(defaults)}")
+      raise ConfigError(f"unknown config variant {key!r}; valid: {sorted(defaults)}")
     if not eq:
       if not isinstance(defaults[key], bool):
-        raise ValueError(f"config variant {key!r} needs a value: {key}=...")
+        raise ConfigError(f"config variant {key!r} needs a value: {key}=...")
       value = True
     else:
       try:
@@ -54,16 +76,17 @@ def training_base(stage: str, *, dataset: str = "synthetic_faces") -> ml_collect
   c.grad_accum_steps = 1
   c.total_steps = 0                    # 0: num_epochs x steps per epoch
   c.log_every = 20
-  c.eval_every = 500
-  c.checkpoint = dict(every=500, keep=2)
+  # The latest `keep` steps are kept, and the best by `best_metric` (a logged evaluator
+  # metric, lower is better; "" for none) in best/, which is also what the stage exports.
+  c.checkpoint = dict(every=500, keep=2, best_metric="")
+  # Evaluators, run every `every` steps and at the end (see evalign_jax/evaluators/registry.py).
+  c.evals = ml_collections.ConfigDict()
   c.render = dict(kind="frame", num_bins=5, convention="e2vid", tau_us=30_000.0)
   return c
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
   """Loads and locks `configs/<file>.py[:variant]` (relative to the repository) like --config."""
-  import importlib.util   # pylint: disable=g-import-not-at-top
-  import os   # pylint: disable=g-import-not-at-top
   path, _, variant = spec.partition(":")
   if not os.path.isabs(path) and not os.path.exists(path):
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
@@ -77,35 +100,59 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   return config
 
 
-def alignment_training(stage: str, model: str, *, runlocal: bool, batch_size: int,
+def alignment_training(stage: str, model: str, *, size: str, batch_size: int,
                        num_epochs: int, lr: float) -> ml_collections.ConfigDict:
   """The supervised alignment stages' config (rgb_slpt, cmfa, slpt_event).
 
-  runlocal: the small dataset, 64 px crops and a reduced decoder and backbone (one block per
-  HRNet branch, 2 decoder layers of width 128) so 2 CPU cores can train it; clearly not the
-  paper's model.
+  size: "paper", "runlocal" or "tiny" (see the module docstring).
   """
   c = training_base(stage)
   c.model = model
   c.num_landmarks = 98
   c.image_size = 256
   c.batch_size = batch_size
-  c.eval_batch_size = 32
   c.num_epochs = num_epochs
-  c.val_split = "validation"
   c.optimizer = dict(lr=lr, decay_epochs=(120, 140))
   c.loss = dict(stage_weights=(0.2, 0.3, 0.5))
   c.model_size = dict(d_model=256, num_heads=8, num_layers=6, ffn_dim=1024)
   c.rgb_bn_train = False
   # Workdirs or export folders of earlier stages (cmfa needs rgb_from; event_from is SSMER).
   c.init = dict(event_from="", rgb_from="")
-  if runlocal:
+  # Validation: NME on the validation split, and a picture of the first crops' predictions.
+  c.evals.val = dict(type="landmarks", split="validation", every=500, batch_size=32,
+                     norm="auto", paper_variant=False, pictures=("predictions",),
+                     num_pictures=8)
+  c.checkpoint.best_metric = "val_nme"
+  if size in ("runlocal", "tiny"):
     c.dataset = "synthetic_faces/small"
     c.image_size = 64
     c.model_size = dict(d_model=128, num_heads=4, num_layers=2, ffn_dim=256, backbone_blocks=1)
-    c.batch_size, c.eval_batch_size = 8, 16
+    c.batch_size = 8
+    c.evals.val.batch_size = 16
     c.total_steps = 150
-    c.log_every, c.eval_every = 25, 150
-    c.checkpoint.every = 150
+    c.log_every = 25
+    c.evals.val.every = c.checkpoint.every = 150
     c.optimizer.lr = 1e-3
+  if size == "tiny":
+    shrink_to_tiny(c)
   return c
+
+
+def shrink_to_tiny(c: ml_collections.ConfigDict) -> None:
+  """Sets a training config to the tiny size (see the module docstring), in place."""
+  c.dataset = "synthetic_faces/tiny"
+  c.image_size = 32
+  c.batch_size = 2
+  c.total_steps = 2
+  c.log_every = 1
+  c.checkpoint.every = 2
+  c.model_size = dict(TINY_SSMER_SIZE if c.model == "ssmer" else TINY_MODEL_SIZE)
+  for entry in c.evals.values():
+    entry.batch_size, entry.every = 2, 2
+
+
+def size_variant(arg) -> str:
+  """The size a parsed variant asks for: "tiny", "runlocal" or "paper"."""
+  if arg.runlocal and arg.tiny:
+    raise ConfigError("choose one of the variants runlocal and tiny")
+  return "tiny" if arg.tiny else "runlocal" if arg.runlocal else "paper"

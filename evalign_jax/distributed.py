@@ -140,17 +140,33 @@ class CompiledTogether:
     return getattr(self._jitted, name)
 
 
-def global_sum(values: np.ndarray) -> np.ndarray:
-  """Sum over processes of a same-shaped numpy array (each process's partial sums)."""
-  values = np.asarray(values)
+def gather_rows(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Every process's rows of each array, process 0's first, on every process.
+
+  Args:
+    arrays: name -> (n, ...) array; n may differ between processes but not between the
+      arrays of one process. Byte-string arrays (object or "S" dtype, e.g. clip ids) work too.
+
+  Returns:
+    name -> (sum of n over processes, ...); the arrays themselves in a single process.
+  """
   if jax.process_count() == 1:
-    return values
+    return arrays
   from jax.experimental import multihost_utils   # pylint: disable=g-import-not-at-top
-  return np.asarray(multihost_utils.process_allgather(values)).sum(0)
-
-
-def global_mean(values: np.ndarray) -> float:
-  """Mean of every process's `values` (1-D, any length per process)."""
-  values = np.asarray(values, np.float64)
-  total, count = global_sum(np.array([values.sum(), values.size], np.float32))
-  return float(total / max(count, 1))
+  gather = lambda x: np.asarray(multihost_utils.process_allgather(x))   # (processes, ...)
+  n = len(next(iter(arrays.values())))
+  counts = gather(np.array([n], np.int64)).reshape(-1)
+  out = {}
+  for name, a in arrays.items():
+    a = np.asarray(a)
+    text = a.dtype.kind in "OS"
+    if text:   # fixed-width bytes, as uint8 rows of the widest string of any process
+      a = a.astype(bytes)
+      width = int(gather(np.array([max(a.dtype.itemsize, 1)], np.int64)).max())
+      a = a.astype(f"S{width}").view(np.uint8).reshape(n, width)
+    padded = np.zeros((int(counts.max()),) + a.shape[1:], a.dtype)
+    padded[:n] = a
+    everything = gather(padded)
+    rows = np.concatenate([everything[i, :c] for i, c in enumerate(counts)])
+    out[name] = rows.view(f"S{width}").reshape(-1).astype(object) if text else rows
+  return out

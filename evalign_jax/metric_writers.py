@@ -13,6 +13,8 @@ import time
 import jax
 import numpy as np
 
+from evalign_jax import files
+
 PICTURES_DIR = "pictures"
 
 
@@ -50,9 +52,8 @@ class MetricWriter:
     """{tag: (H, W, 3) uint8 RGB} as <workdir>/pictures/<tag>_<step>.png and to TensorBoard."""
     if not self.enabled:
       return
-    from evalign_jax.evaluators import plots   # pylint: disable=g-import-not-at-top
     for tag, image in pictures.items():
-      plots.write_png(image, os.path.join(self.workdir, PICTURES_DIR, f"{tag}_{step}.png"))
+      files.write_png(os.path.join(self.workdir, PICTURES_DIR, f"{tag}_{step}.png"), image)
       self.write_image(step, tag, image)
 
   def close(self) -> None:

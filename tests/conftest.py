@@ -41,3 +41,17 @@ def random_events():
                   (h, w))
 
   return make
+
+
+@pytest.fixture(scope="session")
+def known_model(tmp_path_factory):
+  """A tiny exported event-only SLPT whose every stage answers its window's centre, so it
+  predicts its mean shape (`test_predict.export_model`), and its loaded predictor: compiled
+  once for every prediction test."""
+  from test_predict import export_model, inner_box_shape   # pylint: disable=g-import-not-at-top
+  from evalign_jax import predict   # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("models")
+  shape = inner_box_shape()
+  known = export_model(root / "known", "slpt_event", shape, known_output=True)
+  return {"shape": shape, "known": known, "known_predictor": predict.load_predictor(known),
+          "root": root}

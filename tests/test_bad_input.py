@@ -9,13 +9,15 @@ import ml_collections
 import numpy as np
 import pytest
 
+from evalign_jax import config_utils
+from evalign_jax import export
+from evalign_jax import models
 from evalign_jax import predict
 from evalign_jax.events import Events, EventFileError, read_events, write_events
 from evalign_jax.predict import rgb as rgb_lib
 from evalign_jax.predict import windows as win
 from evalign_jax.trainers import alignment
-from evalign_jax.trainers import common
-from test_predict import OPTS, TINY, export_model, inner_box_shape
+from test_predict import OPTS, export_model, inner_box_shape
 
 SENSOR = (480, 640)
 BOX = (270.0, 190.0, 369.0, 289.0)
@@ -28,11 +30,10 @@ def recording(n=2000, seed=0, sensor=SENSOR):
                 rng.integers(0, h, n), rng.integers(0, 2, n), sensor)
 
 
-@pytest.fixture(scope="module")
-def known(tmp_path_factory):
-  root = tmp_path_factory.mktemp("bad_input")
-  path = export_model(root / "known", "slpt_event", inner_box_shape(), known_output=True)
-  return path, predict.load_predictor(path)
+@pytest.fixture
+def known(known_model):
+  """(path, predictor) of the known-output model (conftest.py; compiled once a session)."""
+  return known_model["known"], known_model["known_predictor"]
 
 
 def header_and_body(path):
@@ -191,9 +192,10 @@ def test_checkpoints_of_the_wrong_kind_or_shape(tmp_path):
   with pytest.raises(ValueError, match="tiny.*does not match the model"):
     predict.load_predictor(path)
   # Training initialised from a checkpoint of the wrong kind is refused by name.
-  (tmp_path / "tiny" / "config.json").write_text(json.dumps(dict(cfg, model_size=TINY)))
-  model = alignment.build_model("slpt_event", inner_box_shape(), dict(cfg, model_size=TINY))
+  tiny = dict(config_utils.TINY_MODEL_SIZE)
+  (tmp_path / "tiny" / "config.json").write_text(json.dumps(dict(cfg, model_size=tiny)))
+  model = models.build_model(dict(cfg, model_size=tiny), inner_box_shape())
   init = ml_collections.ConfigDict({"init": {"event_from": path, "rgb_from": ""}})
-  with pytest.raises(ValueError, match="tiny.*not an SSMER encoder"):
+  with pytest.raises(config_utils.ConfigError, match="tiny.*not an SSMER encoder"):
     alignment.init_branches(model, "slpt_event", init)
-  assert common.exported_config(path)["model"] == "slpt_event"
+  assert export.exported_config(path)["model"] == "slpt_event"

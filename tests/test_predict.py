@@ -19,15 +19,18 @@ import cv2
 import numpy as np
 import pytest
 
+from evalign_jax import config_utils
+from evalign_jax import export
+from evalign_jax import models
 from evalign_jax import predict
 from evalign_jax.events import Events, EventFileError, images, write_events
 from evalign_jax.predict import windows as win
-from evalign_jax.trainers import alignment
-from evalign_jax.trainers import common
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(d_model=32, num_heads=2, num_layers=1, ffn_dim=32, backbone_blocks=1)
-S = 32            # crop side of the tiny models
+# What training a tiny event-only SLPT would export (configs/cmfa.py:tiny).
+TINY_CONFIG = json.loads(config_utils.load_config("configs/cmfa.py:tiny,model=slpt_event")
+                         .to_json())
+S = TINY_CONFIG["image_size"]   # the crop side
 W_US = 10_000     # window length used throughout
 # camera -> (sensor (height, width), format, extension)
 CAMERAS = {"dvxplorer": ((240, 320), "aedat4", "aedat4"), "davis346": ((260, 346), "aedat4",
@@ -37,18 +40,17 @@ OPTS = dict(window_us=W_US, batch_size=4, capacity=1024, min_events=20, overlay=
 
 
 def export_model(path, kind, mean_shape, known_output=False):
-  # The known model's stage windows are 1 cell (1/64) wide, so none is clamped at the crop's
-  # edge, where a window's centre would move off its anchor.
-  size = dict(TINY, half_sizes=(1, 1, 1)) if known_output else TINY
-  cfg = dict(model=kind, dtype="float32", model_size=size, rgb_bn_train=False,
-             num_landmarks=len(mean_shape), image_size=S,
-             render=dict(kind="frame", num_bins=5, convention="e2vid", tau_us=30_000.0))
-  model = alignment.build_model(kind, mean_shape, cfg)
+  cfg = dict(TINY_CONFIG, model=kind, num_landmarks=len(mean_shape))
+  if known_output:
+    # The known model's stage windows are 1 cell (1/64) wide, so none is clamped at the crop's
+    # edge, where a window's centre would move off its anchor.
+    cfg["model_size"] = dict(cfg["model_size"], half_sizes=(1, 1, 1))
+  model = models.build_model(cfg, mean_shape)
   if known_output:
     # Offsets of exactly 0.5: every stage answers its window's centre, i.e. the mean shape.
     model.out_layer.kernel[...] = 0.0 * model.out_layer.kernel[...]
     model.out_layer.bias[...] = 0.0 * model.out_layer.bias[...] + 0.5
-  common.export(model, cfg, str(path))
+  export.export(model, cfg, str(path))
   return str(path)
 
 
@@ -60,14 +62,6 @@ def inner_box_shape(n=98, shift_px=0.0, seed=0):
   pts[0], pts[1] = (lo, lo), (hi, hi)
   return ((pts + shift_px) / S).astype(np.float32)
 
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-  root = tmp_path_factory.mktemp("models")
-  shape = inner_box_shape()
-  known = export_model(root / "known", "slpt_event", shape, known_output=True)
-  return {"shape": shape, "known": known, "known_predictor": predict.load_predictor(known),
-          "root": root}
 
 
 def face_recording(sensor, box, *, seed=0, t0=5_000_123, n_windows=12, per_window=200,
@@ -133,14 +127,15 @@ def sensor_reference(crop_pts, box):
 
 
 @pytest.mark.parametrize("camera", CAMERAS)
-def test_windows_skips_and_sensor_pixels(tmp_path, models, camera):
+def test_windows_skips_and_sensor_pixels(tmp_path, known_model, camera):
   sensor, fmt, ext = CAMERAS[camera]
   box = centred_box(sensor)
   events, expected = face_recording(sensor, box, seed=len(camera))
   path = tmp_path / f"rec.{ext}"
   write_events(path, events, format=fmt)
-  summary = predict.run(models["known"], path, tmp_path / "out",
-                        predict.Options(box=box, **OPTS), predictor=models["known_predictor"])
+  summary = predict.run(known_model["known"], path, tmp_path / "out",
+                        predict.Options(box=box, **OPTS),
+                        predictor=known_model["known_predictor"])
   rows = read_csv(tmp_path / "out" / "landmarks.csv")
   want_ends = [end for end, kept in expected if kept]
   ends = rows[:, 0].astype(np.int64).reshape(-1, 98)
@@ -152,7 +147,7 @@ def test_windows_skips_and_sensor_pixels(tmp_path, models, camera):
   assert summary["sensor_size"] == list(sensor) and summary["box_source"] == "given"
   # The known model answers its mean shape; with the box fixed by tracking (the shape's box is
   # the face box) every window maps back to the same sensor points.
-  want = sensor_reference(models["shape"].astype(np.float64) * S, box)
+  want = sensor_reference(known_model["shape"].astype(np.float64) * S, box)
   got = rows[:, 2:].reshape(-1, 98, 2)
   np.testing.assert_allclose(got, np.broadcast_to(want, got.shape), atol=2e-3)
   np.testing.assert_allclose(summary["final_box"], box, atol=1e-3)
@@ -160,7 +155,7 @@ def test_windows_skips_and_sensor_pixels(tmp_path, models, camera):
   assert sorted(os.listdir(tmp_path / "out")) == ["landmarks.csv", "summary.json"]
 
 
-def test_tracking_follows_the_prediction(tmp_path, models):
+def test_tracking_follows_the_prediction(tmp_path, known_model):
   # A model whose answer sits 2 crop px right of and 1 below the box: each batch moves the box
   # by (2, 1) x the crop's pitch, computed here by hand.
   shifted = export_model(tmp_path / "shifted", "slpt_event", inner_box_shape(shift_px=(2, 1)),
@@ -178,7 +173,7 @@ def test_tracking_follows_the_prediction(tmp_path, models):
   opts = dict(OPTS, min_events=1)
   # Same architecture and shapes as the known model: its compiled program serves.
   p = predict.load_predictor(shifted)
-  p.predict = models["known_predictor"].predict
+  p.predict = known_model["known_predictor"].predict
   s = predict.run(shifted, path, tmp_path / "out", predict.Options(box=box, **opts), p)
   rows = read_csv(tmp_path / "out" / "landmarks.csv")[:, 2:].reshape(-1, 98, 2)
   pitch = 1.2 * 49 / S
@@ -194,30 +189,30 @@ def test_tracking_follows_the_prediction(tmp_path, models):
   np.testing.assert_allclose(s["final_box"], box)
 
 
-def test_event_count_windows_and_strides(tmp_path, models):
+def test_event_count_windows_and_strides(tmp_path, known_model):
   sensor, fmt, ext = CAMERAS["gen4"]
   box = centred_box(sensor)
   events, _ = face_recording(sensor, box, empty=(), outside=())
   path = tmp_path / f"rec.{ext}"
   write_events(path, events, format=fmt)
-  s = predict.run(models["known"], path, tmp_path / "count",
+  s = predict.run(known_model["known"], path, tmp_path / "count",
                   predict.Options(**dict(OPTS, window_us=None, window_events=500, box=box)),
-                  predictor=models["known_predictor"])
+                  predictor=known_model["known_predictor"])
   ends = read_csv(tmp_path / "count" / "landmarks.csv")[::98, 0].astype(np.int64)
   want = [int(events.t[min(i + 500, len(events)) - 1]) + 1 for i in range(0, len(events), 500)]
   np.testing.assert_array_equal(ends, want)
   assert s["windows"] == len(want) == -(-len(events) // 500)
   # 2 x 5 ms strides per 10 ms window: one window every 5 ms, the first ending at t0 + 10 ms.
-  s = predict.run(models["known"], path, tmp_path / "stride",
+  s = predict.run(known_model["known"], path, tmp_path / "stride",
                   predict.Options(**dict(OPTS, stride_us=W_US // 2, box=box, min_events=1)),
-                  predictor=models["known_predictor"])
+                  predictor=known_model["known_predictor"])
   ends = read_csv(tmp_path / "stride" / "landmarks.csv")[::98, 0].astype(np.int64)
   t0, t1 = int(events.t[0]), int(events.t[-1])
   n_chunks = (t1 - t0) // (W_US // 2) + 1
   np.testing.assert_array_equal(ends, t0 + W_US + (W_US // 2) * np.arange(n_chunks - 1))
 
 
-def test_crop_events_match_a_float64_reference(models):
+def test_crop_events_match_a_float64_reference():
   sensor = (260, 346)
   rng = np.random.default_rng(5)
   n = 3000
@@ -353,7 +348,7 @@ def test_each_window_gets_its_own_rgb_frame(tmp_path, kind):
     np.testing.assert_allclose(got[end], want[end], atol=2e-3, err_msg=f"window ending {end}")
 
 
-def test_face_box_from_event_density(tmp_path, models):
+def test_face_box_from_event_density(tmp_path, known_model):
   sensor = CAMERAS["dvxplorer"][0]
   rng = np.random.default_rng(1)
   face = (180, 60, 259, 139)
@@ -367,9 +362,9 @@ def test_face_box_from_event_density(tmp_path, models):
   events = Events(t[order], x[order], y[order], rng.integers(0, 2, len(x)), sensor)
   path = tmp_path / "rec.aedat4"
   write_events(path, events)
-  s = predict.run(models["known"], path, tmp_path / "out",
+  s = predict.run(known_model["known"], path, tmp_path / "out",
                   predict.Options(**dict(OPTS, overlay="mp4")),
-                  predictor=models["known_predictor"])
+                  predictor=known_model["known_predictor"])
   assert s["box_source"] == "event density"
   np.testing.assert_allclose(s["initial_box"], face, atol=3)
   video = cv2.VideoCapture(str(tmp_path / "out" / "overlay.mp4"))
@@ -380,8 +375,8 @@ def test_face_box_from_event_density(tmp_path, models):
   assert int(video.get(cv2.CAP_PROP_FRAME_WIDTH)) == 320
 
 
-def test_cmfa_needs_rgb_and_pairs_frames_by_time(tmp_path, models):
-  cmfa = export_model(tmp_path / "cmfa", "cmfa", models["shape"])
+def test_cmfa_needs_rgb_and_pairs_frames_by_time(tmp_path, known_model):
+  cmfa = export_model(tmp_path / "cmfa", "cmfa", known_model["shape"])
   p = predict.load_predictor(cmfa)
   sensor = CAMERAS["davis346"][0]
   box = centred_box(sensor)
@@ -423,7 +418,7 @@ def test_cmfa_needs_rgb_and_pairs_frames_by_time(tmp_path, models):
   assert not (tmp_path / "video2" / "landmarks.csv").exists()
 
 
-def test_failure_midway_publishes_nothing_and_keeps_old_outputs(tmp_path, models):
+def test_failure_midway_publishes_nothing_and_keeps_old_outputs(tmp_path, known_model):
   sensor = CAMERAS["dvxplorer"][0]
   box = centred_box(sensor)
   # More events than one read block (32768), so the decrease is met after windows were written.
@@ -431,8 +426,8 @@ def test_failure_midway_publishes_nothing_and_keeps_old_outputs(tmp_path, models
   out = tmp_path / "out"
   good = tmp_path / "good.npz"
   write_events(good, events)
-  predict.run(models["known"], good, out, predict.Options(box=box, **OPTS),
-              predictor=models["known_predictor"])
+  predict.run(known_model["known"], good, out, predict.Options(box=box, **OPTS),
+              predictor=known_model["known_predictor"])
   before = {p: (out / p).read_bytes() for p in os.listdir(out)}
   # Time runs backwards after ~8 windows: the stream fails after batches were written.
   t = events.t.copy()
@@ -440,12 +435,14 @@ def test_failure_midway_publishes_nothing_and_keeps_old_outputs(tmp_path, models
   bad = tmp_path / "bad.npz"
   np.savez(bad, t=t, x=events.x, y=events.y, p=events.p, sensor_size=np.array(sensor))
   with pytest.raises(EventFileError, match="bad.npz.*decrease"):
-    predict.run(models["known"], bad, out, predict.Options(box=box, **dict(OPTS, overlay="mp4")),
-                predictor=models["known_predictor"])
+    predict.run(known_model["known"], bad, out,
+                predict.Options(box=box, **dict(OPTS, overlay="mp4")),
+                predictor=known_model["known_predictor"])
   assert {p: (out / p).read_bytes() for p in os.listdir(out)} == before   # no temp files either
 
 
-def test_command_line(tmp_path, models):
+@pytest.mark.slow
+def test_command_line(tmp_path, known_model):
   sensor, fmt, ext = CAMERAS["gen3"]
   box = centred_box(sensor)
   events, expected = face_recording(sensor, box)
@@ -453,7 +450,7 @@ def test_command_line(tmp_path, models):
   write_events(path, events, format=fmt)
   env = dict(os.environ, EVALIGN_JAX_CACHE=os.path.join(
       tempfile.gettempdir(), f"evalign_jax_test_cache_{os.getuid()}"))
-  cmd = [sys.executable, "-m", "evalign_jax.predict", f"--checkpoint={models['known']}",
+  cmd = [sys.executable, "-m", "evalign_jax.predict", f"--checkpoint={known_model['known']}",
          f"--events={path}", f"--out={tmp_path / 'out'}", f"--window_us={W_US}",
          "--batch_size=4", "--capacity=1024", "--min_events=20", "--overlay=png",
          "--box=" + ",".join(str(v) for v in box)]

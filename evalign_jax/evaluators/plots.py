@@ -1,8 +1,8 @@
 """Evaluation pictures: CED curves (matplotlib, Agg) and prediction grids (cv2).
 
-Both write atomically (a temporary file in the target directory, then os.replace), so a crash or a
-bad input never leaves a truncated PNG where a previous good one was. matplotlib is imported inside
-`plot_ced` to keep `import evalign_jax.evaluators` light.
+Pictures are (H, W, 3) uint8 RGB arrays: what evaluators return, TensorBoard shows and
+`files.write_png` writes. matplotlib is imported inside `ced_image` to keep
+`import evalign_jax.evaluators` light.
 """
 
 from __future__ import annotations
@@ -13,26 +13,27 @@ from collections.abc import Mapping, Sequence
 import cv2
 import numpy as np
 
-from evalign_jax import files
 from evalign_jax.evaluators import metrics
 
 GT_COLOR = (0, 255, 0)     # RGB green
 PRED_COLOR = (255, 0, 0)   # RGB red
 
 
-def plot_ced(curves: Mapping[str, np.ndarray], path: str, threshold: float = 0.1, *,
-             title: str | None = None) -> None:
-  """Writes a CED plot as PNG: one line per method, its AUC@threshold and NME in the legend.
+def ced_image(curves: Mapping[str, np.ndarray], threshold: float = 0.1, *,
+              title: str | None = None) -> np.ndarray:
+  """A CED plot: one line per method, its AUC@threshold and NME in the legend.
 
   Args:
     curves: method name -> (N,) per-image NMEs (fractions).
-    path: the .png to write.
     threshold: the x-axis end and the AUC threshold (NME fraction).
     title: optional axes title.
+
+  Returns:
+    (540, 720, 3) uint8 RGB.
   """
   if not curves:
     raise ValueError("no curves to plot")
-  # Every metric first, so a bad curve fails before anything is drawn or written.
+  # Every metric first, so a bad curve fails before anything is drawn.
   lines = []
   for name, nmes in curves.items():
     xs, ys = metrics.ced(nmes, threshold, 1001)
@@ -44,7 +45,7 @@ def plot_ced(curves: Mapping[str, np.ndarray], path: str, threshold: float = 0.1
 
   # A bare Figure + Agg canvas: no pyplot global state, no GUI backend.
   fig = Figure(figsize=(6, 4.5), dpi=120)
-  FigureCanvasAgg(fig)
+  canvas = FigureCanvasAgg(fig)
   ax = fig.add_subplot(1, 1, 1)
   for xs, ys, label in lines:
     ax.plot(xs, ys, label=label, linewidth=1.5)
@@ -57,7 +58,8 @@ def plot_ced(curves: Mapping[str, np.ndarray], path: str, threshold: float = 0.1
   if title:
     ax.set_title(title)
   fig.tight_layout()
-  files.write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+  canvas.draw()
+  return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def draw_points(image: np.ndarray, points: np.ndarray, color, radius: int) -> np.ndarray:
@@ -125,30 +127,3 @@ def prediction_grid(images, pred, gt=None, *, titles: Sequence[str] | None = Non
                   (255, 255, 255), 1, cv2.LINE_AA)
   return grid
 
-
-def draw_predictions(images, pred, gt, path: str, *, titles: Sequence[str] | None = None,
-                     ncols: int | None = None, radius: int = 1) -> np.ndarray:
-  """Writes `prediction_grid(...)` as a PNG (e.g. worst examples, training-time pictures).
-
-  Args: as `prediction_grid`; path is the .png to write.
-
-  Returns:
-    The (., ., 3) uint8 RGB grid that was written.
-  """
-  grid = prediction_grid(images, pred, gt, titles=titles, ncols=ncols, radius=radius)
-  write_png(grid, path)
-  return grid
-
-
-def write_png(image: np.ndarray, path: str) -> None:
-  """Writes an (H, W, 3) uint8 RGB image as a PNG, atomically."""
-  bgr = np.ascontiguousarray(_tile(np.asarray(image))[..., ::-1])   # cv2 wants BGR
-  ok, buf = cv2.imencode(".png", bgr)
-  if not ok:
-    raise OSError(f"could not encode {path}")
-
-  def write(tmp):
-    with open(tmp, "wb") as f:
-      f.write(buf.tobytes())
-
-  files.write_atomic(path, write)

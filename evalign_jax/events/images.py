@@ -19,6 +19,7 @@ like RGB). Each representation has one documented mapping:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +49,16 @@ class RenderConfig:
   tau_us: float = 30_000.0
   count_clip: float = 4.0
   voxel_clip: float = 2.0
+
+  @classmethod
+  def from_config(cls, render: Mapping, **overrides) -> RenderConfig:
+    """The RenderConfig of a config's `render` entry (a mapping), with `overrides`.
+
+    Fields the mapping lacks keep their defaults; entries that are not fields (e.g. a demo's
+    event `capacity`) are ignored. E.g. `RenderConfig.from_config(config.render, kind="voxel")`.
+    """
+    names = [f.name for f in dataclasses.fields(cls)]
+    return cls(**{**{k: render[k] for k in names if k in render}, **overrides})
 
   def __post_init__(self):
     if self.kind not in KINDS:

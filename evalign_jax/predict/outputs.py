@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from data_pipelines import geometry
+from evalign_jax import files
 from evalign_jax.evaluators import plots
 
 OVERLAY_KINDS = ("mp4", "png", "none")
@@ -42,7 +43,7 @@ class PredictionWriter:
                   "mp4": self.out / "overlay.mp4", "png": self.out / "overlay"}
     # The video temp keeps the .mp4 suffix: cv2 picks the container from it.
     self.tmp = {"csv": self.out / f".landmarks{tag}.csv", "mp4": self.out / f".overlay{tag}.mp4",
-                "png": self.out / f".overlay{tag}", "summary": self.out / f".summary{tag}.json"}
+                "png": self.out / f".overlay{tag}"}
     self.overlay, self.fps = overlay, fps
     self._csv = open(self.tmp["csv"], "w", newline="")
     self._csv.write("window_end_us,point,x,y\n")
@@ -65,8 +66,7 @@ class PredictionWriter:
     radius = max(1, round(max(canvas.shape[:2]) / 300))
     plots.draw_points(canvas, points, LANDMARK_COLOUR, radius)
     if self.overlay == "png":
-      if not cv2.imwrite(str(self.tmp["png"] / f"{end_us:012d}.png"), canvas):
-        raise OSError(f"{self.tmp['png']}: cannot write overlay frames")
+      files.write_png(str(self.tmp["png"] / f"{end_us:012d}.png"), canvas[..., ::-1])
       return
     if self._video is None:
       h, w = canvas.shape[:2]
@@ -80,8 +80,7 @@ class PredictionWriter:
   def commit(self, summary: dict) -> dict:
     """Publishes every output; summary.json last. Returns the final paths."""
     self._close()
-    with open(self.tmp["summary"], "w") as f:
-      json.dump(summary, f, indent=2)
+    text = json.dumps(summary, indent=2)   # fails, if at all, before anything is published
     self.final["summary"].unlink(missing_ok=True)   # stale outputs stay unmarked until done
     os.replace(self.tmp["csv"], self.final["csv"])
     paths = {"landmarks": str(self.final["csv"])}
@@ -92,8 +91,8 @@ class PredictionWriter:
       shutil.rmtree(self.final["png"], ignore_errors=True)
       os.replace(self.tmp["png"], self.final["png"])
       paths["overlay"] = str(self.final["png"])
-    os.replace(self.tmp["summary"], self.final["summary"])
     paths["summary"] = str(self.final["summary"])
+    files.write_text(paths["summary"], text)
     return paths
 
   def abort(self) -> None:

@@ -1,0 +1,1 @@
+"""Commands beside the stages: `import_torch` (official PyTorch checkpoints -> exports)."""

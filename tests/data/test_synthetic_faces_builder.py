@@ -62,6 +62,7 @@ def test_preview_writes_a_grid(tiny, tmp_path):
   assert (grid[:, 64:128] < 250).any()
 
 
+@pytest.mark.slow
 def test_build_command_line(tmp_path):
   out = subprocess.run(
       [sys.executable, "-m", "data_pipelines.build", "--dataset=synthetic_faces",

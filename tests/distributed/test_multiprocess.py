@@ -20,8 +20,8 @@ import pytest
 
 from data_pipelines.build import ensure_built
 from evalign_jax import config_utils
-from evalign_jax.trainers import alignment
-from evalign_jax.trainers import common
+from evalign_jax import export
+from evalign_jax import models
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORKER = "tests/distributed/worker.py"
@@ -58,12 +58,9 @@ def runs(tmp_path_factory):
   root = tmp_path_factory.mktemp("distributed")
   ensure_built("synthetic_faces/tiny", str(root / "data"))
   # cmfa's frozen RGB branch: a fresh tiny SLPT export (what rgb_slpt would leave).
-  config = config_utils.load_config("configs/rgb_slpt.py:runlocal")
-  config.unlock()
-  config.image_size = 32
-  config.model_size = dict(d_model=32, num_heads=2, num_layers=1, ffn_dim=32, backbone_blocks=1)
-  common.export(alignment.build_model("rgb_slpt", np.full((98, 2), 0.5, np.float32), config),
-                json.loads(config.to_json()), str(root / "rgb"))
+  config = json.loads(config_utils.load_config("configs/rgb_slpt.py:tiny").to_json())
+  export.export(models.build_model(config, np.full((98, 2), 0.5, np.float32)), config,
+                str(root / "rgb"))
 
   outs = {2: finish(start(["launch/local.sh", "2", "--",
                            *worker_args(root, root / "two.json", "--cmfa_fsdp=2")]),

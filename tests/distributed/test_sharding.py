@@ -8,9 +8,11 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
+from evalign_jax import config_utils
 from evalign_jax import distributed
+from evalign_jax import models
 from evalign_jax import sharding
-from evalign_jax.trainers import common
+from evalign_jax.trainers import loop
 
 
 def test_mesh_shape_fills_the_rest_and_rejects_bad_sizes():
@@ -76,14 +78,14 @@ def test_fsdp_step_equals_the_unsharded_step_and_keeps_its_shardings():
   graphdef, state = mlp_state(tx)
   lr = optax.constant_schedule(1e-2)
   batch = batch_of(8)
-  ref_step = common.make_update_step(graphdef, mse, lr)
+  ref_step = loop.make_update_step(graphdef, mse, lr)
   ref_state, ref_metrics = ref_step(jax.tree.map(jnp.copy, state), batch)
 
   mesh = sharding.make_mesh({"data": -1, "fsdp": 2})
   shardings = sharding.StepShardings(sharding.state_shardings(state, mesh, min_size=256),
                                      sharding.batch_sharding(mesh, 8), sharding.replicated(mesh))
   placed = sharding.put_global(state, shardings.state)
-  step = common.make_update_step(graphdef, mse, lr, shardings=shardings)
+  step = loop.make_update_step(graphdef, mse, lr, shardings=shardings)
   new_state, metrics = step(placed, sharding.global_batch(batch, shardings.batch))
   np.testing.assert_allclose(float(metrics["loss"]), float(ref_metrics["loss"]), rtol=1e-6)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5,
@@ -104,14 +106,14 @@ def test_gradient_accumulation_equals_one_big_batch():
   graphdef, state = mlp_state(tx)
   lr = optax.constant_schedule(0.1)
   batch = batch_of(8, seed=1)
-  one = common.make_update_step(graphdef, mse, lr)
-  four = common.make_update_step(graphdef, mse, lr, accum_steps=4)
+  one = loop.make_update_step(graphdef, mse, lr)
+  four = loop.make_update_step(graphdef, mse, lr, accum_steps=4)
   s1, m1 = one(jax.tree.map(jnp.copy, state), batch)
   s4, m4 = four(jax.tree.map(jnp.copy, state), batch)
   np.testing.assert_allclose(float(m4["loss"]), float(m1["loss"]), rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), s4, s1)
   with pytest.raises(ValueError, match="does not split into 3"):
-    common.make_update_step(graphdef, mse, lr, accum_steps=3)(s1, batch)
+    loop.make_update_step(graphdef, mse, lr, accum_steps=3)(s1, batch)
 
 
 def _mlp_params(state, graphdef) -> dict:
@@ -152,14 +154,14 @@ def test_update_step_matches_a_hand_sgd_step_unsharded_fsdp_and_accumulated():
                                  err_msg=k)
 
   for accum in (1, 4):
-    step = common.make_update_step(graphdef, mse, schedule, accum_steps=accum)
+    step = loop.make_update_step(graphdef, mse, schedule, accum_steps=accum)
     check(*step(jax.tree.map(jnp.copy, state), batch))
 
   mesh = sharding.make_mesh({"data": -1, "fsdp": 2})
   shardings = sharding.StepShardings(sharding.state_shardings(state, mesh, min_size=256),
                                      sharding.batch_sharding(mesh, 8), sharding.replicated(mesh))
   assert P(None, "fsdp") in {s.spec for s in jax.tree.leaves(shardings.state)}
-  step = common.make_update_step(graphdef, mse, schedule, shardings=shardings)
+  step = loop.make_update_step(graphdef, mse, schedule, shardings=shardings)
   new_state, metrics = step(sharding.put_global(state, shardings.state),
                             sharding.global_batch(batch, shardings.batch))
   check(new_state, metrics)
@@ -179,11 +181,9 @@ def test_batches_go_global_and_predictions_come_back_local():
 
 
 def test_bfloat16_computes_in_bf16_with_float32_parameters_and_optimizer_state():
-  from evalign_jax.trainers import alignment   # pylint: disable=g-import-not-at-top
-  config = {"dtype": "bfloat16", "rgb_bn_train": False,
-            "model_size": dict(d_model=32, num_heads=2, num_layers=1, ffn_dim=32,
-                               backbone_blocks=1)}
-  model = alignment.build_model("slpt_event", np.full((98, 2), 0.5, np.float32), config)
+  config = {"model": "slpt_event", "dtype": "bfloat16",
+            "model_size": config_utils.TINY_MODEL_SIZE}
+  model = models.build_model(config, np.full((98, 2), 0.5, np.float32))
   opt = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
   floats = [x.dtype for x in jax.tree.leaves(nnx.state((model, opt)))
             if jnp.issubdtype(x.dtype, jnp.floating)]

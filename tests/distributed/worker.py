@@ -37,8 +37,6 @@ from evalign_jax import distributed   # pylint: disable=wrong-import-position
 from evalign_jax import sharding   # pylint: disable=wrong-import-position
 
 PROBE_PROCESSES = 2
-TINY_MODEL = dict(d_model=32, num_heads=2, num_layers=1, ffn_dim=32, backbone_blocks=1)
-TINY_SSMER = dict(dim=32, pred_dim=16, backbone_blocks=1)
 
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "die"], "What to do.")
 _STAGES = flags.DEFINE_list("stages", ["ssmer", "cmfa"], "Trainers to run, in order.")
@@ -52,21 +50,18 @@ _RGB_FROM = flags.DEFINE_string("rgb_from", "", "cmfa: the frozen branch's expor
 
 
 def tiny_config(stage: str, workdir_steps: int):
+  """The stage's tiny variant (configs/<stage>.py:tiny) with this job's batch, steps and mesh."""
   from evalign_jax import config_utils   # pylint: disable=g-import-not-at-top
-  spec = "configs/ssmer.py:runlocal" if stage == "ssmer" else "configs/cmfa.py:runlocal"
+  spec = "configs/ssmer.py:tiny" if stage == "ssmer" else "configs/cmfa.py:tiny"
   c = config_utils.load_config(os.path.join(REPO, spec))
-  c.unlock()
-  c.dataset, c.data_dir = "synthetic_faces/tiny", _DATA_DIR.value
-  c.image_size, c.batch_size = 32, _BATCH.value
+  c.data_dir, c.batch_size = _DATA_DIR.value, _BATCH.value
   c.total_steps = workdir_steps
-  c.log_every, c.checkpoint.every = 1, 1000   # the last step always saves
+  c.checkpoint.every = 1000   # the last step always saves
   c.mesh = dict(data=-1, fsdp=_CMFA_FSDP.value if stage == "cmfa" else 1)
   if stage == "ssmer":
-    c.model_size = TINY_SSMER
     c.representations = ("frame", "voxel")   # 2 views compile faster than 3; same code path
   else:
-    c.model_size = TINY_MODEL
-    c.eval_batch_size, c.eval_every = _BATCH.value, workdir_steps
+    c.evals.val.batch_size, c.evals.val.every = _BATCH.value, workdir_steps
     c.init.rgb_from = _RGB_FROM.value
   return c
 
@@ -74,10 +69,10 @@ def tiny_config(stage: str, workdir_steps: int):
 def fixed_batch_loss(stage, config, trainer_task: str) -> float:
   """The train step's loss from a copy of the initial state on the fixed global batch."""
   from data_pipelines import augment   # pylint: disable=g-import-not-at-top
+  from data_pipelines import datasets   # pylint: disable=g-import-not-at-top
   from data_pipelines import input_pipeline as ip   # pylint: disable=g-import-not-at-top
-  from evalign_jax.trainers import common   # pylint: disable=g-import-not-at-top
   size = config.image_size
-  source = ip.make_source(config.dataset, common.data_dir(config), "train",
+  source = ip.make_source(config.dataset, datasets.data_dir(config), "train",
                           decode_image=trainer_task == "cmfa")
   aug = (augment.AlignmentAugment(out_size=size) if trainer_task == "cmfa"
          else augment.SsmerAugment(out_size=size, num_views=len(config.representations)))
@@ -97,12 +92,12 @@ def restored_vs_export(stage, workdir: str) -> float | None:
   """Max |restored - exported| over the model's parameters, None without checkpoints."""
   from evalign_jax import checkpoints   # pylint: disable=g-import-not-at-top
   from evalign_jax.models import checkpoint_io   # pylint: disable=g-import-not-at-top
-  from evalign_jax.trainers import common   # pylint: disable=g-import-not-at-top
+  from evalign_jax.trainers import loop   # pylint: disable=g-import-not-at-top
   from flax import nnx   # pylint: disable=g-import-not-at-top
   if not os.path.isdir(os.path.join(workdir, "checkpoints")):
     return None
   _, state, _ = checkpoints.restore_state(os.path.join(workdir, "checkpoints"),
-                                          common._abstract(stage.state))   # pylint: disable=protected-access
+                                          loop.abstract_state(stage.state))
   model = nnx.merge(stage.graphdef, state)[0]
   ours = sharding.to_host(checkpoint_io.model_state_dict(model))
   theirs = checkpoint_io.read_model_state(os.path.join(workdir, "export", "state"))
@@ -113,7 +108,7 @@ def restored_vs_export(stage, workdir: str) -> float | None:
 
 def train_mode():
   from evalign_jax.trainers import alignment   # pylint: disable=g-import-not-at-top
-  from evalign_jax.trainers import common   # pylint: disable=g-import-not-at-top
+  from evalign_jax.trainers import loop   # pylint: disable=g-import-not-at-top
   from evalign_jax.trainers import ssmer   # pylint: disable=g-import-not-at-top
   results = {}
   for name in _STAGES.value:
@@ -128,7 +123,7 @@ def train_mode():
         "restored_vs_export": restored_vs_export(stage, workdir),
         "fixed_batch_loss": fixed_batch_loss(stage, config, name),
     }
-    r["final_eval"] = common.run_training(stage, config, workdir)
+    r["final_eval"] = loop.run_training(stage, config, workdir)
   if distributed.is_primary():
     with open(_OUT.value, "w") as f:
       json.dump(results, f, indent=2)

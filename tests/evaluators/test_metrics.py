@@ -4,7 +4,6 @@ import glob
 import json
 import os
 
-import cv2
 import numpy as np
 import pytest
 from scipy import integrate
@@ -290,9 +289,8 @@ def _no_temp_files(directory):
   return not glob.glob(os.path.join(directory, ".*.tmp"))
 
 
-def test_plot_ced_writes_png(tmp_path, monkeypatch):
+def test_ced_image_draws_each_curve(monkeypatch):
   rng = np.random.default_rng(6)
-  path = str(tmp_path / "sub" / "ced.png")
   curves = {"a": rng.gamma(4, 0.011, 300), "b": rng.gamma(4, 0.015, 300)}
   from matplotlib.axes import Axes
   plotted, plot = [], Axes.plot
@@ -303,10 +301,9 @@ def test_plot_ced_writes_png(tmp_path, monkeypatch):
     return lines
 
   monkeypatch.setattr(Axes, "plot", recording_plot)
-  ev.plot_ced(curves, path)
-  img = cv2.imread(path)
-  assert img is not None and img.shape[0] > 100 and img.shape[1] > 100
-  assert _no_temp_files(tmp_path / "sub")
+  img = ev.ced_image(curves)
+  assert img.shape == (540, 720, 3) and img.dtype == np.uint8
+  assert (img[0, 0] == 255).all() and (img < 128).any()   # white figure, dark lines and text
   # Each line is the CED of its NMEs: the fraction of images at or below x, for x up to 0.1.
   assert len(plotted) == 2
   for (name, nmes), (xs, ys, label) in zip(curves.items(), plotted):
@@ -316,45 +313,26 @@ def test_plot_ced_writes_png(tmp_path, monkeypatch):
     np.testing.assert_allclose(ys, want, atol=1e-12)
     assert 0 < ys[len(ys) // 2] < ys[-1] < 1     # the curve rises inside the plot
     assert label.startswith(f"{name} (AUC ") and f"NME {100 * np.mean(nmes):.2f}%" in label
-
-
-def test_plot_ced_keeps_old_file_on_error(tmp_path, monkeypatch):
-  path = str(tmp_path / "ced.png")
-  ev.plot_ced({"a": [0.03, 0.05]}, path)
-  before = open(path, "rb").read()
+  # A bad curve fails before anything is drawn.
   with pytest.raises(ValueError):
-    ev.plot_ced({"a": [0.03, np.nan]}, path)
-
-  from matplotlib.figure import Figure
-
-  def broken_savefig(self, fname, **kwargs):
-    with open(fname, "wb") as f:
-      f.write(b"\x89PNG partial")
-    raise RuntimeError("disk full")
-
-  monkeypatch.setattr(Figure, "savefig", broken_savefig)
-  with pytest.raises(RuntimeError):
-    ev.plot_ced({"a": [0.04]}, path)
-  assert open(path, "rb").read() == before
-  assert _no_temp_files(tmp_path)
+    ev.ced_image({"a": [0.03, np.nan]})
 
 
-def test_draw_predictions(tmp_path):
+def test_prediction_grid():
   images = np.full((5, 40, 50, 3), 30, np.uint8)
   gt = np.tile(np.array([[10.0, 10.0], [30.0, 20.0]]), (5, 1, 1))
   pred = gt + [8.0, 8.0]
-  path = str(tmp_path / "grid.png")
-  grid = ev.draw_predictions(images, pred, gt, path, titles=[f"#{i}" for i in range(5)], ncols=3)
-  img = cv2.imread(path)
-  assert img.shape == grid.shape == (2 * (40 + 14), 3 * 50, 3)
-  np.testing.assert_array_equal(img[..., ::-1], grid)
+  grid = ev.prediction_grid(images, pred, gt, titles=[f"#{i}" for i in range(5)], ncols=3)
+  assert grid.shape == (2 * (40 + 14), 3 * 50, 3) and grid.dtype == np.uint8
   # Tile 4 sits at row 1, column 1: its gt point green, its prediction red (RGB).
   y0, x0 = 54 + 14, 50
   assert tuple(grid[y0 + 10, x0 + 10]) == plots.GT_COLOR
   assert tuple(grid[y0 + 18, x0 + 18]) == plots.PRED_COLOR
+  assert (grid[2 * 54:] == 0).all() and (grid[54:, 100:] == 0).all()   # the unused cell
   # Gray images without gt also work.
-  ev.draw_predictions(np.zeros((2, 20, 20), np.uint8), pred[:2] / 2, None, path)
-  assert cv2.imread(path).shape == (20, 40, 3)
+  assert ev.prediction_grid(np.zeros((2, 20, 20), np.uint8), pred[:2] / 2).shape == (20, 40, 3)
+  with pytest.raises(ValueError, match="uint8"):
+    ev.prediction_grid(np.zeros((2, 8, 8, 3), np.float32), np.zeros((2, 1, 2)))
 
 
 def test_write_atomic_removes_partial_file(tmp_path):
@@ -371,11 +349,9 @@ def test_write_atomic_removes_partial_file(tmp_path):
     files.write_atomic(path, partial)
   assert open(path, "rb").read() == b"old"
   assert _no_temp_files(tmp_path)
-  with pytest.raises(ValueError):
-    ev.draw_predictions(np.zeros((2, 8, 8, 3), np.float32), np.zeros((2, 1, 2)), None, path)
-  assert open(path, "rb").read() == b"old"
 
 
+@pytest.mark.slow
 def test_metrics_module_does_not_import_matplotlib():
   import subprocess
   import sys

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from evalign_jax import config_utils
 from evalign_jax import models
 from evalign_jax.models import checkpoint_io
 from evalign_jax.models import slpt as slpt_lib
@@ -27,7 +28,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # A checkout of the official CMFA-SSMER code, for the parity test only.
 OFFICIAL_DIR = os.environ.get("EVALIGN_OFFICIAL_DIR", "/work/official/cmfa")
 
-TINY = dict(d_model=32, num_heads=4, num_layers=2, ffn_dim=64, backbone_width=4, backbone_blocks=1)
+# The tiny variant's sizes (configs/<stage>.py:tiny).
+TINY = config_utils.TINY_MODEL_SIZE
 
 
 def _count(state) -> int:
@@ -177,6 +179,31 @@ def _official_patches(fmap_nchw, anchors, half, s=7, grid=64):
   dx, dy = d[..., 0], d[..., 1]
   corners = [(lt, (1 - dx) * (1 - dy)), (rt, dx * (1 - dy)), (lb, (1 - dx) * dy), (rb, dx * dy)]
   return patches, lo, hi - lo, corners
+
+
+def test_registry_builds_each_model_from_its_config():
+  mean = _mean_shape(98)
+  for name, cls in (("rgb_slpt", models.SLPT), ("slpt_event", models.SLPT), ("cmfa", models.CMFA),
+                    ("ssmer", models.SimSiam)):
+    config = {"model": name, "dtype": "bfloat16", "rgb_bn_train": True,
+              "model_size": TINY if name != "ssmer" else SIMSIAM_TINY}
+    model = models.build_model(config, mean if models.model_spec(name).landmarks else None)
+    assert type(model) is cls
+    backbone = model.encoder if name == "ssmer" else (
+        model.event.backbone if name == "cmfa" else model.backbone)
+    assert backbone.conv1.kernel.shape[-1] == 64 and backbone.conv1.dtype == jnp.bfloat16
+    if name == "cmfa":
+      assert model.rgb_bn_train and model.event.decoder.layers.linear1.kernel.shape == (
+          TINY["num_layers"], TINY["d_model"], TINY["ffn_dim"])
+  assert models.model_spec("cmfa").inputs == ("rgb", "events")
+  assert models.model_spec("cmfa").trainable is models.CMFA.trainable_filter
+  assert models.LANDMARK_MODELS == ("rgb_slpt", "slpt_event", "cmfa")
+  with pytest.raises(ValueError, match=r"unknown model 'resnet'; valid models: \['cmfa'"):
+    models.build_model({"model": "resnet"})
+  with pytest.raises(ValueError, match="needs a mean shape"):
+    models.build_model({"model": "cmfa", "rgb_bn_train": False})
+  with pytest.raises(ValueError, match="unknown dtype"):
+    models.build_model({"model": "ssmer", "dtype": "float16"})
 
 
 def test_patch_sampling_matches_official_float64():
@@ -431,7 +458,7 @@ def test_rgb_branch_from_slpt_copies_the_tokeniser():
 # SSMER.
 # --------------------------------------------------------------------------------------------------
 
-SIMSIAM_TINY = dict(dim=64, pred_dim=16, backbone_width=4, backbone_blocks=1)
+SIMSIAM_TINY = config_utils.TINY_SSMER_SIZE
 
 
 def test_simsiam_three_pass_loss_equals_official_six_pass():

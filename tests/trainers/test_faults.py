@@ -22,9 +22,10 @@ from flax import nnx
 
 from data_pipelines.build import ensure_built
 from evalign_jax import checkpoints
+from evalign_jax import export
 from evalign_jax import guards
 from evalign_jax.models import checkpoint_io
-from evalign_jax.trainers import common
+from evalign_jax.trainers import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 8
@@ -51,14 +52,11 @@ def wait_for_line(process, text: str) -> list[str]:
 
 
 def train_command(workdir, data_dir):
-  """A tiny runlocal rgb_slpt run: 32 px, one decoder layer, a checkpoint every 2 steps."""
-  return [sys.executable, "-m", "evalign_jax.main", "--config=configs/rgb_slpt.py:runlocal",
-          f"--workdir={workdir}", "--config.dataset=synthetic_faces/tiny",
-          f"--config.data_dir={data_dir}", "--config.image_size=32", "--config.batch_size=2",
-          "--config.eval_batch_size=2", "--config.model_size.d_model=32",
-          "--config.model_size.num_heads=2", "--config.model_size.num_layers=1",
-          "--config.model_size.ffn_dim=32", f"--config.total_steps={STEPS}",
-          "--config.log_every=1", f"--config.eval_every={STEPS}", "--config.checkpoint.every=2"]
+  """A tiny rgb_slpt run (configs/rgb_slpt.py:tiny) of STEPS steps, a checkpoint every 2."""
+  return [sys.executable, "-m", "evalign_jax.main", "--config=configs/rgb_slpt.py:tiny",
+          f"--workdir={workdir}", f"--config.data_dir={data_dir}",
+          f"--config.total_steps={STEPS}", f"--config.evals.val.every={STEPS}",
+          "--config.checkpoint.every=2"]
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +108,8 @@ def test_kill_at_a_random_step_then_rerun_ends_bit_exact(runs):
   resumed = re.search(r"resumed from step (\d+)", runs["rerun"])
   assert resumed, runs["rerun"]
   assert 2 <= int(resumed.group(1)) <= kill_at
-  full = checkpoint_io.read_model_state(str(runs["full"] / common.EXPORT_DIR / "state"))
-  again = checkpoint_io.read_model_state(str(runs["killed"] / common.EXPORT_DIR / "state"))
+  full = checkpoint_io.read_model_state(str(runs["full"] / export.EXPORT_DIR / "state"))
+  again = checkpoint_io.read_model_state(str(runs["killed"] / export.EXPORT_DIR / "state"))
   assert jax.tree.structure(full) == jax.tree.structure(again)
   for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(again)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"killed at {kill_at}")
@@ -141,6 +139,7 @@ KILL_MID_SAVE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_kill_while_writing_a_checkpoint_restores_the_previous_one(tmp_path):
   out = subprocess.run([sys.executable, "-c", KILL_MID_SAVE, str(tmp_path)], cwd=REPO,
                        env=env(), capture_output=True, text=True, timeout=120)
@@ -179,7 +178,7 @@ def linear_stage(num_steps, *, nan_batch=None, nan_state_after=None):
   def loss_fn(model, batch):
     return jnp.mean((model(batch["x"])[:, 0] - batch["y"]) ** 2)
 
-  update = common.make_update_step(graphdef, loss_fn, lambda step: 0.05)
+  update = loop.make_update_step(graphdef, loss_fn, lambda step: 0.05)
   calls = []
 
   def train_step(state, batch):
@@ -198,13 +197,13 @@ def linear_stage(num_steps, *, nan_batch=None, nan_state_after=None):
       x[0] = np.nan
     examples.append({"x": x, "y": np.float32(x @ [1.0, 2.0, 3.0])})
   ds = grain.MapDataset.source(examples).batch(2)
-  stage = common.Stage(name="linear", graphdef=graphdef, state=state, train_step=train_step,
+  stage = loop.Stage(name="linear", graphdef=graphdef, state=state, train_step=train_step,
                        train_iter=iter(ds.to_iter_dataset()), total_steps=num_steps)
   return stage, calls
 
 
 def loop_config(log_every=10, every=1):
-  return ml_collections.ConfigDict(dict(log_every=log_every, eval_every=100,
+  return ml_collections.ConfigDict(dict(log_every=log_every,
                                         checkpoint=dict(every=every, keep=10)))
 
 
@@ -224,7 +223,7 @@ def all_finite(state):
 def test_nan_loss_between_log_steps_stops_before_it_is_saved(tmp_path):
   stage, _ = linear_stage(6, nan_batch=3)
   with pytest.raises(FloatingPointError, match=r"non-finite training metrics at step 3\b"):
-    common.run_training(stage, loop_config(log_every=10, every=1), str(tmp_path))
+    loop.run_training(stage, loop_config(log_every=10, every=1), str(tmp_path))
   states = saved_states(tmp_path, stage)
   assert sorted(states) == [1, 2] and all(all_finite(s) for s in states.values())
 
@@ -232,7 +231,7 @@ def test_nan_loss_between_log_steps_stops_before_it_is_saved(tmp_path):
 def test_nan_state_with_a_finite_loss_is_not_saved(tmp_path):
   stage, _ = linear_stage(6, nan_state_after=4)
   with pytest.raises(FloatingPointError, match=r"after step 4\b"):
-    common.run_training(stage, loop_config(log_every=10, every=2), str(tmp_path))
+    loop.run_training(stage, loop_config(log_every=10, every=2), str(tmp_path))
   states = saved_states(tmp_path, stage)
   assert sorted(states) == [2] and all_finite(states[2])
 
@@ -242,8 +241,13 @@ def test_unwritable_workdir_fails_before_training(tmp_path):
   stage, calls = linear_stage(2)
   # A folder below a regular file: unwritable even for root, which ignores permission bits.
   with pytest.raises(guards.WorkdirError, match="cannot be written"):
-    common.run_training(stage, loop_config(), str(tmp_path / "file" / "work"))
+    loop.run_training(stage, loop_config(), str(tmp_path / "file" / "work"))
   assert not calls
+
+
+@pytest.mark.slow
+def test_unwritable_workdir_stops_the_entry_point_before_any_work(tmp_path):
+  (tmp_path / "file").write_text("")
   # The entry point checks before building data or models.
   out = subprocess.run([sys.executable, "-m", "evalign_jax.main",
                         "--config=configs/rgb_slpt.py:runlocal",
@@ -259,7 +263,7 @@ def test_full_disk_fails_before_training(tmp_path):
   os.symlink("/dev/full", tmp_path / f"{guards.WRITE_TEST}.0")
   stage, calls = linear_stage(2)
   with pytest.raises(guards.WorkdirError, match="no space left") as e:
-    common.run_training(stage, loop_config(), str(tmp_path))
+    loop.run_training(stage, loop_config(), str(tmp_path))
   assert e.value.errno == 28 and not calls   # ENOSPC
 
 

@@ -10,8 +10,9 @@ from tensorboardX.proto import event_pb2
 
 from data_pipelines.build import ensure_built
 from evalign_jax import config_utils
+from evalign_jax import evaluate
 from evalign_jax import metric_writers
-from evalign_jax.trainers import evaluate
+from evalign_jax.evaluators import landmarks
 
 
 def tensorboard_events(folder):
@@ -47,27 +48,27 @@ def test_pictures_go_to_png_and_tensorboard(tmp_path):
 def test_eval_writes_per_subset_table_and_curves(tmp_path):
   data = str(tmp_path / "data")
   ensure_built("synthetic_faces/tiny", data)
-  config = config_utils.load_config("configs/eval.py")
-  config.unlock()
-  config.checkpoint, config.dataset, config.data_dir = "mean_shape", "synthetic_faces/tiny", data
-  config.image_size, config.eval_batch_size, config.num_worst = 32, 2, 3
+  config = config_utils.load_config("configs/eval.py:tiny")
+  config.checkpoint, config.data_dir = "mean_shape", data
+  config.evals.test.num_pictures = 3
   work = tmp_path / "eval"
-  result = evaluate.run(config, str(work))
+  result = evaluate.run(config, str(work))["test"]
+  out = work / "test"
   # The synthetic set's subsets are lighting conditions; the tiny test split has two.
   subsets = result["per_subset"]
   assert len(subsets) == 2 and "normal" in subsets
   assert sum(s["n"] for s in subsets.values()) == result["num_images"] == 4
   # The mean NME is the image-weighted mean of the subsets'.
   assert np.isclose(sum(s["nme"] * s["n"] for s in subsets.values()) / 4, result["nme"])
-  table = (work / "table.txt").read_text()
+  table = (out / "table.txt").read_text()
   for name, s in subsets.items():
     assert any(line.split()[:2] == [name, f"{s['nme']:.2f}"] for line in table.splitlines())
-  assert json.loads((work / "results.json").read_text())["per_subset"] == subsets
+  assert json.loads((out / "results.json").read_text())["per_subset"] == subsets
   nmes = np.arange(4) / 10
-  curves = evaluate.ced_curves("m", nmes, np.array([b"a", b"b", b"a", b""], object))
+  curves = landmarks.ced_curves("m", nmes, np.array([b"a", b"b", b"a", b""], object))
   assert list(curves) == ["m", "m: a", "m: b"]
   np.testing.assert_array_equal(curves["m: a"], [0.0, 0.2])
-  assert list(evaluate.ced_curves("m", nmes, np.array([b""] * 4, object))) == ["m"]
+  assert list(landmarks.ced_curves("m", nmes, np.array([b""] * 4, object))) == ["m"]
   for name in ("ced.png", "worst.png"):
-    assert cv2.imread(str(work / name)) is not None
-  assert cv2.imread(str(work / "worst.png")).shape[1] == 2 * 32   # 3 tiles, 2 per row
+    assert cv2.imread(str(out / name)) is not None
+  assert cv2.imread(str(out / "worst.png")).shape[1] == 2 * 32   # 3 tiles, 2 per row

@@ -13,7 +13,8 @@ from flax import nnx
 from evalign_jax import checkpoints
 from evalign_jax import config_utils
 from evalign_jax import metric_writers
-from evalign_jax.trainers import common
+from evalign_jax.trainers import alignment
+from evalign_jax.trainers import ssmer
 
 
 def test_alignment_loss_by_hand():
@@ -24,23 +25,23 @@ def test_alignment_loss_by_hand():
   preds[0, :, :, 5] += [0.0, 98 * 0.5]       # image 0: one point off by 49 -> mean 0.5 -> /2
   preds[1, 2, 0] += [0.0, 0.2]               # image 1: stage 3, layer 0, all points off by 0.2
   mask = np.ones(2, np.float32)
-  loss = common.alignment_loss(jnp.asarray(preds), jnp.asarray(gt), jnp.asarray(mask))
+  loss = alignment.alignment_loss(jnp.asarray(preds), jnp.asarray(gt), jnp.asarray(mask))
   # Stage s: mean over images and layers; image 0 contributes 0.25 in every stage and layer,
   # image 1 contributes 0.1 in one of stage 3's 6 layers.
   want = 0.2 * (0.25 / 2) + 0.3 * (0.25 / 2) + 0.5 * ((0.25 + 0.1 / 6) / 2)
   np.testing.assert_allclose(float(loss), want, rtol=1e-5)
   # A padded example does not count.
-  loss_masked = common.alignment_loss(jnp.asarray(preds), jnp.asarray(gt),
+  loss_masked = alignment.alignment_loss(jnp.asarray(preds), jnp.asarray(gt),
                                       jnp.asarray([1.0, 0.0]))
   np.testing.assert_allclose(float(loss_masked), 0.25, rtol=1e-5)
 
 
 def test_schedules():
-  sched = common.step_decay(1e-4, steps_per_epoch=10, decay_epochs=(120, 140))
+  sched = alignment.step_decay(1e-4, steps_per_epoch=10, decay_epochs=(120, 140))
   assert float(sched(1199)) == pytest.approx(1e-4)
   assert float(sched(1200)) == pytest.approx(1e-5)
   assert float(sched(1400)) == pytest.approx(1e-6)
-  cos = common.epoch_cosine(0.1, steps_per_epoch=5, num_epochs=4)
+  cos = ssmer.epoch_cosine(0.1, steps_per_epoch=5, num_epochs=4)
   # Constant within an epoch: epoch e has 0.1 * (1 + cos(pi e / 4)) / 2.
   for step, epoch in ((0, 0), (4, 0), (5, 1), (19, 3)):
     assert float(cos(step)) == pytest.approx(0.05 * (1 + np.cos(np.pi * epoch / 4)))
@@ -124,11 +125,42 @@ def test_metric_writer_and_progress(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("spec", [
-    "configs/rgb_slpt.py", "configs/rgb_slpt.py:runlocal", "configs/cmfa.py",
-    "configs/cmfa.py:runlocal,model=slpt_event", "configs/ssmer.py:runlocal", "configs/eval.py",
-    "configs/quickstart.py", "configs/pipeline_demo.py", "configs/events_demo.py"])
+    "configs/rgb_slpt.py", "configs/rgb_slpt.py:runlocal", "configs/rgb_slpt.py:tiny",
+    "configs/cmfa.py", "configs/cmfa.py:runlocal,model=slpt_event", "configs/cmfa.py:tiny",
+    "configs/ssmer.py:runlocal", "configs/ssmer.py:tiny", "configs/eval.py",
+    "configs/eval.py:tiny", "configs/quickstart.py", "configs/quickstart.py:tiny",
+    "configs/quickstart.py:ablation", "configs/pipeline_demo.py", "configs/events_demo.py"])
 def test_configs_load_and_are_locked(spec):
   config = config_utils.load_config(spec)
   assert config.stage
   with pytest.raises(AttributeError):
     config.not_a_field = 1
+
+
+def test_quickstart_stages_are_the_stage_configs_with_shared_knobs_written_once():
+  quick = config_utils.load_config("configs/quickstart.py")
+  assert list(quick.stages) == ["rgb_slpt", "ssmer", "slpt_event", "cmfa"]   # training order
+  for name, spec in (("rgb_slpt", "rgb_slpt.py:runlocal"), ("ssmer", "ssmer.py:runlocal"),
+                     ("slpt_event", "cmfa.py:runlocal,model=slpt_event"),
+                     ("cmfa", "cmfa.py:runlocal")):
+    own = json.loads(config_utils.load_config(f"configs/{spec}").to_json())
+    got = json.loads(quick.stages[name].to_json())
+    # What the quick start changes: the validation batch, the checkpoint cadence of ssmer
+    # (its steps), and cmfa's init (the earlier stages, relative to the quick start's workdir).
+    diff = {k for k in own if own[k] != got[k]}
+    assert diff <= {"evals", "checkpoint", "init"}, (name, diff)
+  # One knob per stage moves its steps, evaluation and checkpoint cadence together ...
+  quick.steps.cmfa = 7
+  c = quick.stages.cmfa
+  assert c.total_steps == c.evals.val.every == c.checkpoint.every == 7
+  assert quick.stages.slpt_event.total_steps == 150
+  # ... and the shared ones every stage and the eval stage.
+  quick.dataset, quick.seed = "synthetic_faces/tiny", 3
+  assert {s.dataset for s in quick.stages.values()} | {quick.eval.dataset} == {
+      "synthetic_faces/tiny"}
+  assert {s.seed for s in quick.stages.values()} == {3}
+  tiny = config_utils.load_config("configs/quickstart.py:tiny")
+  assert tiny.stages.cmfa.model_size.to_dict() == config_utils.TINY_MODEL_SIZE
+  assert tiny.stages.ssmer.model_size.to_dict() == config_utils.TINY_SSMER_SIZE
+  with pytest.raises(config_utils.ConfigError, match="one of the variants"):
+    config_utils.load_config("configs/cmfa.py:runlocal,tiny")

@@ -14,11 +14,11 @@ import json
 import os
 import time
 
-import cv2
 import jax
 import numpy as np
 from absl import logging
 
+from evalign_jax import files
 from evalign_jax.events import images
 from evalign_jax.events import io
 from evalign_jax.events import scenes
@@ -48,11 +48,7 @@ def _preview(frames, reps, path, rows):
     gray = np.repeat(frames[k][..., None], 3, axis=-1)
     cells = [gray] + [np.clip(r[k - 1] * 255.0, 0, 255).astype(np.uint8) for r in reps]
     tiles.append(np.concatenate(cells, axis=1))
-  grid = np.concatenate(tiles, axis=0)
-  tmp = path + ".tmp.png"
-  if not cv2.imwrite(tmp, grid[..., ::-1]):
-    raise OSError(f"could not write {path}")
-  os.replace(tmp, path)
+  files.write_png(path, np.concatenate(tiles, axis=0))
 
 
 def run(config, workdir: str) -> dict:
@@ -77,9 +73,7 @@ def run(config, workdir: str) -> dict:
   reps = []
   render_s = 0.0
   for kind in images.KINDS:
-    cfg = images.RenderConfig(kind=kind, num_bins=config.render.num_bins,
-                              convention=config.render.convention,
-                              tau_us=config.render.tau_us)
+    cfg = images.RenderConfig.from_config(config.render, kind=kind)
     fn = jax.jit(jax.vmap(lambda e, a, b, c=cfg: images.render_image(
         e, sensor, c, t_start_us=a, t_end_us=b)))
     out = jax.block_until_ready(fn(batch, starts, ends))   # compile + run
@@ -99,10 +93,7 @@ def run(config, workdir: str) -> dict:
       "events_file": path, "device": str(jax.devices()[0]),
       "simulator": events.metadata.get("simulator", {}),
   }
-  tmp = os.path.join(workdir, "summary.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(summary, f, indent=2)
-  os.replace(tmp, os.path.join(workdir, "summary.json"))
+  files.write_text(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
 
   rows = [("frames simulated", f"{s.num_frames} at {s.height}x{s.width}"),
           ("events", f"{len(events):,} ({summary['events_per_frame']:.0f} per frame)"),

@@ -15,7 +15,6 @@ import json
 import os
 import time
 
-import cv2
 import jax
 import numpy as np
 
@@ -24,6 +23,7 @@ from data_pipelines import device_augment as da
 from data_pipelines import input_pipeline as ip
 from data_pipelines import landmarks as lm
 from data_pipelines.build import ensure_built
+from evalign_jax import files
 from evalign_jax.events import images
 
 
@@ -54,10 +54,8 @@ def run(config, workdir: str) -> dict:
   report = ensure_built(config.dataset, data_dir)
   source = ip.make_source(config.dataset, data_dir, "train")
   size = config.cmfa_image_size
-  event_cfg = images.RenderConfig(kind=config.render.kind, num_bins=config.render.num_bins,
-                                  tau_us=config.render.tau_us)
-  view_cfgs = tuple(images.RenderConfig(kind=k, num_bins=config.render.num_bins,
-                                        tau_us=config.render.tau_us) for k in images.KINDS)
+  event_cfg = images.RenderConfig.from_config(config.render)
+  view_cfgs = tuple(images.RenderConfig.from_config(config.render, kind=k) for k in images.KINDS)
 
   rows = {}
   cmfa_render = jax.jit(lambda b: da.cmfa_event_images(b, size, event_cfg))
@@ -90,14 +88,15 @@ def run(config, workdir: str) -> dict:
   _, views = shown["ssmer"]
   ssmer_rows = [np.concatenate([_to_uint8(v) for v in views[i]], axis=1) for i in range(n)]
   path = os.path.join(workdir, "batches.png")
-  _write_png(path, [np.concatenate(cmfa_rows, 0), np.concatenate(ssmer_rows, 0)])
+  panels = [np.concatenate(cmfa_rows, 0), np.concatenate(ssmer_rows, 0)]
+  width = max(p.shape[1] for p in panels)
+  files.write_png(path, np.concatenate(
+      [np.pad(p, ((0, 8), (0, width - p.shape[1]), (0, 0))) for p in panels], 0))
 
   summary = {"dataset": config.dataset, "data_dir": data_dir, "train_examples": len(source),
              "build_report": report, "batch_size": config.batch_size,
              "num_workers": config.num_workers, "device": str(jax.devices()[0]), **rows}
-  with open(os.path.join(workdir, "summary.json.tmp"), "w") as f:
-    json.dump(summary, f, indent=2)
-  os.replace(os.path.join(workdir, "summary.json.tmp"), os.path.join(workdir, "summary.json"))
+  files.write_text(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
 
   print(f"\n{config.dataset}: {len(source)} training examples in {data_dir}")
   print(f"{'pipeline':<8} {'host samples/s':>15} {'device images/s':>16}   ({summary['device']})")
@@ -106,11 +105,3 @@ def run(config, workdir: str) -> dict:
   print(f"wrote {path} and summary.json")
   return summary
 
-
-def _write_png(path: str, panels: list[np.ndarray]) -> None:
-  width = max(p.shape[1] for p in panels)
-  padded = [np.pad(p, ((0, 8), (0, width - p.shape[1]), (0, 0))) for p in panels]
-  tmp = path + ".tmp.png"
-  if not cv2.imwrite(tmp, np.concatenate(padded, 0)[..., ::-1]):
-    raise OSError(f"could not write {path}")
-  os.replace(tmp, path)
