@@ -670,6 +670,34 @@ def test_import_torch_round_trip(full_models, kind):
   checkpoint_io.update_from_pure_dict(model, converted)   # raises if the layout does not fit
 
 
+@pytest.mark.slow
+def test_import_torch_command_writes_an_export(full_models, tmp_path):
+  torch = pytest.importorskip("torch")
+  from evalign_jax import export   # pylint: disable=g-import-not-at-top
+  model = full_models["slpt"]
+  ours = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, checkpoint_io.MODEL_STATE)))
+  torch.save({k: torch.from_numpy(np.array(v)) for k, v in
+              _to_torch("slpt", ours).items()}, tmp_path / "slpt.pth")
+  np.savez(tmp_path / "init.npz", init_face=ours["mean_shape"] * 256.0)
+  cmd = [sys.executable, "-m", "evalign_jax.tools.import_torch", "--kind=slpt",
+         f"--checkpoint={tmp_path / 'slpt.pth'}", f"--mean_shape={tmp_path / 'init.npz'}",
+         f"--out={tmp_path / 'out'}"]
+  out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  # An export like a stage's: the rgb_slpt model of the official size, every array as given.
+  loaded, config = export.load(str(tmp_path / "out"))
+  assert config["model"] == "rgb_slpt" and config["image_size"] == 256
+  assert config["model_size"] == dict(d_model=256, num_layers=6, ffn_dim=1024)
+  got = _flat(jax.tree.map(np.asarray, nnx.to_pure_dict(
+      nnx.state(loaded, checkpoint_io.MODEL_STATE))))
+  want = _flat(ours)
+  assert got.keys() == want.keys()
+  for path in want:
+    np.testing.assert_allclose(got[path], want[path], rtol=1e-6, atol=1e-7, err_msg=str(path))
+  again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert again.returncode != 0 and "exists" in again.stderr   # never overwrites
+
+
 def test_import_torch_errors():
   with pytest.raises(ValueError, match="mean shape"):
     import_torch.convert_state_dict("slpt", {})
