@@ -13,7 +13,12 @@ WFLW 98 (0-based):
   76-87  outer lip: 76 image-left corner, 77-81 upper lip, 82 image-right corner, 83-87 lower
   88-95  inner lip: 88 left corner, 89-91 upper, 92 right corner, 93-95 lower
   96, 97 pupils (image-left, image-right)
-E-SIE 5: 0 nose tip, 1 and 2 mouth corners (image-left, image-right), 3 and 4 pupils.
+5 points: 0 nose tip, 1 and 2 mouth corners (image-left, image-right), 3 and 4 eyes
+  (image-left, image-right): E-SIE's pupils, FES's eye centres.
+
+Errors are normalised by the distance of two points that depends on the layout
+(`default_norm`, the one table the training loss and NME's norm="auto" read): WFLW's outer eye
+corners 60, 72 (inter-ocular); the 5-point layout's eyes 3, 4 (inter-pupil: the eye centres).
 """
 
 from __future__ import annotations
@@ -28,6 +33,15 @@ NOSE_TIP = 54
 MOUTH_LEFT, MOUTH_RIGHT = 76, 82
 # The 98-point indices that E-SIE's 5 points correspond to (nose tip, mouth corners, pupils).
 ESIE_FROM_WFLW = (54, 76, 82, 96, 97)
+# The eyes of the 5-point layout (image-left, image-right).
+LEFT_EYE_5, RIGHT_EYE_5 = 3, 4
+# Number of points -> (the metric's name, the two points whose distance normalises errors).
+# 300W's 68 points have no dataset here; their outer eye corners are STAR's inter-ocular.
+DEFAULT_NORM = {
+    NUM_WFLW: ("inter_ocular", (LEFT_EYE_OUTER, RIGHT_EYE_OUTER)),
+    68: ("inter_ocular", (36, 45)),
+    5: ("inter_pupil", (LEFT_EYE_5, RIGHT_EYE_5)),
+}
 
 GROUPS_98 = {
     "contour": range(0, 33), "left_brow": range(33, 42), "right_brow": range(42, 51),
@@ -63,6 +77,19 @@ _CURVES_98 = [
     (range(55, 60), False), (range(60, 68), True), (range(68, 76), True), (range(76, 88), True),
     (range(88, 96), True),
 ]
+
+
+def default_norm(num_points: int) -> tuple[str, tuple[int, int]]:
+  """(name, (a, b)): the default error normaliser of a layout of `num_points` points, the
+  distance ||gt_a - gt_b|| (see the module docstring).
+
+  Raises:
+    ValueError: a layout without one, naming the known layouts.
+  """
+  if num_points not in DEFAULT_NORM:
+    raise ValueError(f"no default normaliser for {num_points} landmarks; known layouts: "
+                     f"{sorted(DEFAULT_NORM)} points")
+  return DEFAULT_NORM[num_points]
 
 
 def inter_ocular(landmarks: np.ndarray) -> np.ndarray:

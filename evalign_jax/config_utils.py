@@ -108,7 +108,7 @@ def alignment_training(stage: str, model: str, *, size: str, batch_size: int,
   """
   c = training_base(stage)
   c.model = model
-  c.num_landmarks = 98
+  c.num_landmarks = 0                  # 0: the dataset's (98 WFLW, 5 E-SIE / FES), set by training
   c.image_size = 256
   c.batch_size = batch_size
   c.num_epochs = num_epochs

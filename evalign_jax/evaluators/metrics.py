@@ -1,7 +1,9 @@
 """Face-alignment metrics as the reference codebases compute them (numpy, float64).
 
 Standard (STAR / PIPNet / HIH / LDEQ `compute_fr_and_auc`; DESIGN.md section 6):
-  NME_i   = mean_k ||pred_ik - gt_ik|| / d_i, d_i from the ground truth (`normalizer`).
+  NME_i   = mean_k ||pred_ik - gt_ik|| / d_i, d_i from the ground truth (`normalizer`): by
+            default the layout's eye distance (`landmarks.default_norm`: 98 points gt60-gt72,
+            5 points gt3-gt4); `summarize` also reports it with d_i = the face box size.
   FR@t    = fraction of images with NME_i > t (strict).
   AUC@t   = Simpson's rule over the CED of the per-image NMEs sampled at 0, step, ..., t
             (inclusive `<=`), divided by t. Check values: [0.02, 0.04, 0.06, 0.08, 0.12] -> FR 0.2,
@@ -25,18 +27,18 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from data_pipelines import landmarks as lm
 from data_pipelines.landmarks import ESIE_FROM_WFLW
 
 NORM_KINDS = ("inter_ocular", "inter_pupil", "bbox")
 
 # (num_points, kind) -> pair of point indices, or pair of index groups whose means are used.
+# Each layout's default (`landmarks.DEFAULT_NORM`, what norm="auto" picks) comes from there.
 _NORM_POINTS = {
-    (98, "inter_ocular"): (60, 72),
-    (98, "inter_pupil"): (96, 97),
-    (68, "inter_ocular"): (36, 45),
+    **{(k, kind): points for k, (kind, points) in lm.DEFAULT_NORM.items()},
+    (98, "inter_pupil"): (lm.LEFT_PUPIL, lm.RIGHT_PUPIL),
     # 300W has no pupil points: STAR uses the eye-contour means.
     (68, "inter_pupil"): (tuple(range(36, 42)), tuple(range(42, 48))),
-    (5, "inter_pupil"): (3, 4),
 }
 
 
@@ -64,14 +66,42 @@ def esie_from_wflw(pred98) -> np.ndarray:
   return a[..., list(ESIE_FROM_WFLW), :]
 
 
+def resolve_norm(kind: str, num_points: int) -> str:
+  """`kind`, with "auto" -> the layout's default (`landmarks.default_norm`): inter_ocular for
+  98 (and 68) points, inter_pupil (the two eye points) for 5."""
+  return lm.default_norm(num_points)[0] if kind == "auto" else kind
+
+
+def in_gt_layout(pred, gt) -> np.ndarray:
+  """Predictions in the ground truth's layout: 98-point predictions against 5-point ground
+  truth take E-SIE's points (`esie_from_wflw`); the same number of points is kept as it is.
+
+  Args:
+    pred: (N, K, 2); gt: (N, K', 2).
+
+  Raises:
+    ValueError: any other pair of layouts (e.g. a 5-point model on 98-point data).
+  """
+  pred, gt = _points(pred, "pred"), _points(gt, "gt")
+  k, k_gt = pred.shape[1], gt.shape[1]
+  if k == 98 and k_gt == 5:
+    return esie_from_wflw(pred)
+  if k != k_gt:
+    raise ValueError(f"{k}-point predictions cannot be scored against {k_gt}-point ground "
+                     "truth (the one mapping is 98 -> 5, E-SIE's); evaluate the model on a "
+                     f"dataset with {k} points")
+  return pred
+
+
 def normalizer(gt, kind: str) -> np.ndarray:
   """Per-image NME normaliser from the ground truth.
 
   Args:
     gt: (N, K, 2) ground-truth points, px.
     kind: "inter_ocular" (98 pt: |gt60 - gt72|; 68 pt: |gt36 - gt45|), "inter_pupil" (98 pt:
-      |gt96 - gt97|; 5-pt E-SIE: |gt3 - gt4|; 68 pt: distance of the eye-contour means 36-41 and
-      42-47, as STAR), or "bbox" (sqrt(w h) of the box enclosing the gt points; any K).
+      |gt96 - gt97|; 5 pt: |gt3 - gt4|, E-SIE's pupils, FES's eye centres; 68 pt: distance of
+      the eye-contour means 36-41 and 42-47, as STAR), "bbox" (sqrt(w h) of the box enclosing
+      the gt points; any K), or "auto" (`resolve_norm`).
 
   Returns:
     (N,) float64, px.
@@ -81,6 +111,7 @@ def normalizer(gt, kind: str) -> np.ndarray:
   """
   gt = _points(gt, "gt")
   k = gt.shape[1]
+  kind = resolve_norm(kind, k)
   if kind == "bbox":
     wh = gt.max(axis=1) - gt.min(axis=1)
     return np.sqrt(wh[:, 0] * wh[:, 1])
@@ -330,41 +361,53 @@ def _paper(errors, threshold) -> dict:
 
 def summarize(pred, gt, *, norm_kind: str, threshold: float = 0.1, video_ids=None,
               frame_index=None, subsets: Mapping[str, np.ndarray] | None = None,
-              paper_variant: bool = False, mask=None, face_size=None) -> dict:
+              paper_variant: bool = False, mask=None, face_size=None, box_size=None) -> dict:
   """All metrics of one evaluation as a JSON-serialisable dict.
 
   Args:
     pred: (N, K, 2) predictions, px; 98-point predictions against 5-point gt are mapped with
-      `esie_from_wflw` first (the E-SIE protocol).
+      `esie_from_wflw` first (the E-SIE protocol), other differing layouts raise
+      (`in_gt_layout`).
     gt: (N, K', 2) ground truth, px.
-    norm_kind: see `normalizer`.
+    norm_kind: see `normalizer` ("auto": the layout's default).
     threshold: FR / AUC threshold (NME fraction).
     video_ids, frame_index: (N,) to add the video metrics (see `video_nme`, `nmf`).
     subsets: name -> (N,) bool mask or integer row indices (e.g. WFLW's pose / occlusion subsets).
     paper_variant: also report CMFA's per-landmark FR / AUC (overall and per subset).
     mask: (N,) bool; False rows (batch padding) are dropped from everything, subsets included.
     face_size: (N,) px for NMF (default: LDEQ's gt-point box).
+    box_size: (N,) px, the size sqrt(w h) of each image's ground-truth face box in the frame of
+      pred and gt: also the NME normalised by it ("nme_box", overall and per subset).
 
   Returns:
-    {"nme": %, "fr": %, "auc": fraction, "num_images", "threshold", "norm_kind",
-     ["video_nme": %, "nmf", "num_videos"], ["per_subset": {name: {"nme", "fr", "auc", "n"}}],
+    {"nme": %, "fr": %, "auc": fraction, "num_images", "threshold", "norm_kind" (resolved),
+     ["nme_box": %], ["video_nme": %, "nmf", "num_videos"],
+     ["per_subset": {name: {"nme", "fr", "auc", ["nme_box"], "n"}}],
      ["paper_variant": {"nme", "fr", "auc"}]}. An empty subset has "n": 0 and None metrics, as
      does an NMF with no video of 2 frames.
   """
-  pred, gt = _points(pred, "pred"), _points(gt, "gt")
+  pred = in_gt_layout(pred, gt)
+  gt = _points(gt, "gt")
   n = pred.shape[0]
-  if pred.shape[1] == 98 and gt.shape[1] == 5:
-    pred = esie_from_wflw(pred)
   keep = np.ones(n, bool) if mask is None else np.asarray(mask, bool).reshape(-1)
   if keep.shape != (n,):
     raise ValueError(f"mask must be ({n},), got {keep.shape}")
   pred, gt = pred[keep], gt[keep]
   if pred.shape[0] == 0:
     raise ValueError("no images to evaluate")
+  norm_kind = resolve_norm(norm_kind, gt.shape[1])
   errors = per_landmark_errors(pred, gt, normalizer(gt, norm_kind))
   nmes = errors.mean(axis=1)
+  box_nmes = None
+  if box_size is not None:
+    box = np.asarray(box_size, np.float64).reshape(-1)
+    if box.shape != (n,):
+      raise ValueError(f"box_size must be ({n},), got {box.shape}")
+    box_nmes = per_image_nme(pred, gt, box[keep])
   out = {**_standard(nmes, threshold), "num_images": int(nmes.size),
          "threshold": float(threshold), "norm_kind": norm_kind}
+  if box_nmes is not None:
+    out["nme_box"] = 100 * float(np.mean(box_nmes))
   if video_ids is not None:
     vids = np.asarray(video_ids).reshape(-1)[keep]
     fi = None if frame_index is None else np.asarray(frame_index).reshape(-1)[keep]
@@ -379,7 +422,10 @@ def summarize(pred, gt, *, norm_kind: str, threshold: float = 0.1, video_ids=Non
       if not sel.any():
         per_subset[name] = {"nme": None, "fr": None, "auc": None, "n": 0}
         continue
-      entry = {**_standard(nmes[sel], threshold), "n": int(sel.sum())}
+      entry = _standard(nmes[sel], threshold)
+      if box_nmes is not None:
+        entry["nme_box"] = 100 * float(np.mean(box_nmes[sel]))
+      entry["n"] = int(sel.sum())
       if paper_variant:
         entry["paper_variant"] = _paper(errors[sel], threshold)
       per_subset[name] = entry

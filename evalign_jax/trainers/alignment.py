@@ -10,7 +10,8 @@
 
 Inputs are rendered on device inside the step (`device_augment.model_inputs`).
 Loss: deep supervision over 3 stages x 6 layers, stage weights 0.2/0.3/0.5, each the mean
-inter-ocular-normalised point error. Adam with step decay. Validation: the config's
+point error normalised by the eye distance of the dataset's layout. The model predicts the
+dataset's points (its mean shape's, e.g. 98 or 5). Adam with step decay. Validation: the config's
 evaluators (`config.evals`, the landmark evaluator on the validation split).
 """
 
@@ -53,9 +54,11 @@ def alignment_loss(preds: jax.Array, gt: jax.Array, mask: jax.Array,
     stage_weights: weight of each stage's loss.
 
   Returns:
-    sum_s w_s * mean over (images, layers) of mean_k ||pred - gt|| / ||gt60 - gt72||.
+    sum_s w_s * mean over (images, layers) of mean_k ||pred - gt|| / ||gt_a - gt_b||, a and b
+    the layout's eyes (`landmarks.default_norm`: 60 and 72 of 98 points, 3 and 4 of 5).
   """
-  io = jnp.linalg.norm(gt[:, lm.LEFT_EYE_OUTER] - gt[:, lm.RIGHT_EYE_OUTER], axis=-1)
+  _, (a, b) = lm.default_norm(gt.shape[-2])
+  io = jnp.linalg.norm(gt[:, a] - gt[:, b], axis=-1)
   err = jnp.linalg.norm(preds.astype(jnp.float32) - gt[:, None, None], axis=-1).mean(-1)
   per_image = err / jnp.maximum(io, 1e-6)[:, None, None]            # (B, S, L)
   per_stage = jnp.sum(per_image.mean(-1) * mask[:, None], 0) / jnp.maximum(mask.sum(), 1.0)
@@ -88,6 +91,20 @@ def make_train_step(graphdef, kind: str, image_size: int, render, lr, wrt,
 
   return loop.make_update_step(graphdef, loss_fn, lr, wrt=wrt, accum_steps=accum_steps,
                                shardings=shardings)
+
+
+def set_num_landmarks(config, num_points: int) -> None:
+  """Records the dataset's number of points in `config.num_landmarks` (0: not set), which the
+  export keeps to rebuild the model.
+
+  Raises:
+    config_utils.ConfigError: a config that asks for another number than the dataset has.
+  """
+  if config.num_landmarks not in (0, num_points):
+    raise config_utils.ConfigError(
+        f"num_landmarks={config.num_landmarks}, but {config.dataset} has {num_points} points "
+        "(the model predicts the dataset's points: leave num_landmarks at 0)")
+  config.num_landmarks = num_points
 
 
 def check_init(kind: str, config) -> None:
@@ -143,6 +160,7 @@ def build_stage(config) -> loop.Stage:
   data_dir = datasets.data_dir(config)
   train_source = ip.make_source(config.dataset, data_dir, "train")
   shape = datasets.mean_shape(config.dataset, data_dir, size)
+  set_num_landmarks(config, len(shape))
   model = models.build_model(config, shape, config.seed)
   init_branches(model, kind, config)
 

@@ -107,6 +107,44 @@ def test_normalizers():
     ev.normalizer(gt98, "diagonal")
 
 
+def test_default_normalisers_by_layout():
+  # The 5-point layout (E-SIE, FES): nose, mouth corners image-left/right, eyes 3 and 4.
+  gt5 = np.array([[[50, 60], [40, 80], [60, 80], [30, 40], [70, 40]]], np.float64)
+  assert metrics.resolve_norm("auto", 5) == "inter_pupil"
+  np.testing.assert_allclose(ev.normalizer(gt5, "auto"), [40.0])       # |(70,40) - (30,40)|
+  gt98 = _face98(np.random.default_rng(0), 1)                           # 60, 72: 100 px apart
+  assert metrics.resolve_norm("auto", 98) == "inter_ocular"
+  np.testing.assert_allclose(ev.normalizer(gt98, "auto"), [100.0])
+  with pytest.raises(ValueError, match="no default normaliser for 7 landmarks"):
+    ev.normalizer(np.zeros((1, 7, 2)), "auto")
+
+
+def test_summarize_5_points_by_eyes_and_by_box():
+  face = np.array([[50, 60], [40, 80], [60, 80], [30, 40], [70, 40]], np.float64)
+  gt = np.stack([face, 2 * face])              # the second face twice as large: eyes 80 apart
+  pred = gt.copy()
+  pred[0, 0] += [3, 4]                         # image 0: nose 5 px off
+  pred[0, 4] += [0, 10]                        # and the right eye 10 px off: 15 / 5 / 40
+  pred[1, 1] += [-6, 8]                        # image 1: a mouth corner 10 px off: 10 / 5 / 80
+  box_size = np.array([100.0, 200.0])          # sqrt(w h) of each face box, px
+  out = ev.summarize(pred, gt, norm_kind="auto", box_size=box_size,
+                     subsets={"lab": np.array([True, False]), "wild": np.array([False, True])})
+  assert out["norm_kind"] == "inter_pupil"
+  assert out["nme"] == pytest.approx(100 * (0.075 + 0.025) / 2)
+  assert out["nme_box"] == pytest.approx(100 * (3 / 100 + 2 / 200) / 2)
+  assert out["per_subset"]["lab"]["nme"] == pytest.approx(7.5)
+  assert out["per_subset"]["lab"]["nme_box"] == pytest.approx(3.0)
+  assert out["per_subset"]["wild"]["nme_box"] == pytest.approx(1.0)
+  assert "nme_box" not in ev.summarize(pred, gt, norm_kind="auto")
+  with pytest.raises(ValueError, match="box_size must be"):
+    ev.summarize(pred, gt, norm_kind="auto", box_size=[1.0])
+  # A 5-point model on 5-point data is scored as it is; on 98-point data it has no mapping
+  # (98 -> 5 is E-SIE's).
+  np.testing.assert_array_equal(metrics.in_gt_layout(pred, gt), pred)
+  with pytest.raises(ValueError, match="5-point predictions cannot be scored against 98"):
+    ev.summarize(pred, _face98(np.random.default_rng(1), 2), norm_kind="auto")
+
+
 def test_nme_mask_drops_padding_and_zero_norm_raises():
   rng = np.random.default_rng(1)
   gt = _face98(rng, 3)
@@ -281,6 +319,8 @@ def test_summarize_esie_maps_98_to_5():
   out = ev.summarize(pred98, gt5, norm_kind="inter_pupil")
   expected = np.linalg.norm(ev.esie_from_wflw(pred98) - gt5, axis=-1).mean() / 50
   assert out["nme"] == pytest.approx(100 * expected)
+  # "auto" on 5-point data is the same eye distance.
+  assert ev.summarize(pred98, gt5, norm_kind="auto") == out
 
 
 # ---------------------------------------------------------------- plots

@@ -13,6 +13,7 @@ from flax import nnx
 from evalign_jax import checkpoints
 from evalign_jax import config_utils
 from evalign_jax import metric_writers
+from evalign_jax.evaluators import metrics
 from evalign_jax.trainers import alignment
 from evalign_jax.trainers import ssmer
 
@@ -34,6 +35,21 @@ def test_alignment_loss_by_hand():
   loss_masked = alignment.alignment_loss(jnp.asarray(preds), jnp.asarray(gt),
                                       jnp.asarray([1.0, 0.0]))
   np.testing.assert_allclose(float(loss_masked), 0.25, rtol=1e-5)
+
+
+def test_alignment_loss_5_points_by_hand():
+  # The 5-point layout (FES, E-SIE): errors over the distance of the eyes 3 and 4, not of
+  # 98-point indices. Eyes 40 px apart; the nose 5 px off in every stage and layer.
+  gt = np.array([[[50, 60], [40, 80], [60, 80], [30, 40], [70, 40]]], np.float32)
+  preds = np.broadcast_to(gt[:, None, None], (1, 3, 2, 5, 2)).copy()
+  preds[..., 0, :] += [3.0, 4.0]
+  loss = alignment.alignment_loss(jnp.asarray(preds), jnp.asarray(gt), jnp.ones(1))
+  np.testing.assert_allclose(float(loss), (0.2 + 0.3 + 0.5) * 5 / 5 / 40, rtol=1e-6)
+  # The same normaliser as the metrics' norm="auto".
+  nme = metrics.per_image_nme(preds[:, 2, 1], gt, metrics.normalizer(gt, "auto"))
+  np.testing.assert_allclose(nme, [5 / 5 / 40])
+  with pytest.raises(ValueError, match="no default normaliser for 7 landmarks"):
+    alignment.alignment_loss(jnp.zeros((1, 3, 2, 7, 2)), jnp.zeros((1, 7, 2)), jnp.ones(1))
 
 
 def test_schedules():
