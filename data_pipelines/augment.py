@@ -137,6 +137,13 @@ def eval_crop_matrix(example: dict, cfg: AlignmentAugment) -> np.ndarray:
   return geometry.box_crop_matrix(example["bbox"], cfg.crop_scale, cfg.out_size)
 
 
+def box_size(bbox, m: np.ndarray) -> float:
+  """sqrt(w h) of a face box (x0, y0, x1, y1) after the similarity `m` (2, 3): its size times
+  the scale of `m`, whatever its rotation or flip."""
+  x0, y0, x1, y1 = np.asarray(bbox, np.float64)
+  return float(np.sqrt((x1 - x0) * (y1 - y0) * abs(np.linalg.det(np.asarray(m)[:, :2]))))
+
+
 def alignment_example(example: dict, rng: np.random.Generator | None, cfg: AlignmentAugment,
                       train: bool) -> dict:
   """One stored example -> one CMFA example (crop, landmarks, events, device-side flags).
@@ -154,7 +161,8 @@ def alignment_example(example: dict, rng: np.random.Generator | None, cfg: Align
     events {x, y (C,) int16 output px, t (C,) int32 µs after the window start, p (C,) uint8,
     valid (C,) bool}; window_us int32; event_grayscale bool; event_occlusion (4,) float32
     half-open (x0, y0, x1, y1) output px, all zeros for none; event_occlusion_colour (3,)
-    float32 in [0, 1]; clip_id, subject_id, subset bytes; frame_index int32.
+    float32 in [0, 1]; box_size float32, the face box's size sqrt(w h) in output px (for
+    NME by box size); clip_id, subject_id, subset bytes; frame_index int32.
   """
   size = cfg.out_size
   lms = np.asarray(example["landmarks"])
@@ -207,6 +215,7 @@ def alignment_example(example: dict, rng: np.random.Generator | None, cfg: Align
       "event_grayscale": np.bool_(gray),
       "event_occlusion": ev_box,
       "event_occlusion_colour": ev_colour,
+      "box_size": np.float32(box_size(example["bbox"], m)),
       **{k: _as_bytes(example[k]) for k in METADATA_FIELDS},
       "frame_index": np.int32(example["frame_index"]),
   }

@@ -12,7 +12,7 @@ CMFA (task="cmfa"):
   window_us (B,) int32; event_grayscale (B,) bool; event_occlusion (B, 4) float32 half-open
   (x0, y0, x1, y1) px (zeros = none); event_occlusion_colour (B, 3) float32 in [0, 1];
   example_mask (B,) bool; host-only: clip_id, subject_id, subset (B,) bytes, frame_index (B,)
-  int32.
+  int32, box_size (B,) float32 output px (the face box's sqrt(w h)).
 SSMER (task="ssmer"):
   views {x, y (B, V, C) int16; t (B, V, C) int32; p (B, V, C) uint8; valid (B, V, C) bool};
   window_us (B,) int32; photometric {jitter_apply, grayscale (B, V) bool; brightness,
@@ -217,8 +217,9 @@ def _init_worker(worker_index: int, worker_count: int) -> None:
   cv2.setNumThreads(1)
 
 
-# Text ids cannot go to a device; `frame_index` stays with them for the same reason (metrics).
-HOST_ONLY = ("clip_id", "subject_id", "subset", "frame_index")
+# Text ids cannot go to a device; `frame_index` and `box_size` stay with them, being for
+# metrics only.
+HOST_ONLY = ("clip_id", "subject_id", "subset", "frame_index", "box_size")
 
 
 def split_host_fields(batch: dict) -> tuple[dict, dict]:

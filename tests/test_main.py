@@ -141,7 +141,8 @@ def test_config_docstring_commands_parse(name, command):
   # would do before running (the commands themselves run in the slow tests and by hand).
   args = dict(a[2:].split("=", 1) for a in command.split()[3:])
   assert set(args) <= {"config", "workdir"} | {k for k in args if k.startswith("config.")}
-  assert "workdir" in args and args["config"].startswith(f"configs/{name}")
+  # A training config's docstring may also show how to evaluate what it trains (eval.py).
+  assert "workdir" in args and args["config"].startswith((f"configs/{name}", "configs/eval.py"))
   config = config_utils.load_config(args.pop("config"))
   for key, value in args.items():
     if key.startswith("config."):

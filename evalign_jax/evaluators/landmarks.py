@@ -15,9 +15,13 @@ batch masked out), and returns
                    image's NME (%) above it;
     "worst"        the `num_pictures` examples of highest NME, drawn the same way;
     "ced"          the CED curves of all images and of each subset.
-Pictures show this process's examples (grids only where the dataset has RGB crops). 98-point
-predictions on a 5-point dataset (E-SIE) use points 54, 76, 82, 96, 97 and the inter-pupil
-distance (`norm="auto"`).
+Pictures show this process's examples, drawn on the RGB crops, or for an event-only dataset
+(FES) on the frame rendering of each crop's events (OFF red, ON blue on white).
+`norm="auto"` is the layout's eye distance (`landmarks.default_norm`): inter-ocular for 98
+points, the two eye points 3, 4 for 5 (E-SIE's pupils, FES's eye centres). Every evaluation
+also reports `nme_box`, the NME normalised by the ground-truth face box's size sqrt(w h). 98-point
+predictions on a 5-point dataset (E-SIE, FES) use points 54, 76, 82, 96, 97; a model of the
+dataset's own layout is scored as it is.
 
 Validation during training (`trainers/loop.py`), the `eval` stage (`evaluate.py`) and `predict`
 (the jitted `make_predict`, on recordings) run this code.
@@ -43,8 +47,10 @@ from evalign_jax.evaluators import plots
 from evalign_jax.events import images
 
 PICTURES = ("predictions", "worst", "ced")
-# Host fields of a batch kept with the predictions (metrics per video and per subset).
-_IDS = ("clip_id", "frame_index", "subset")
+# Host fields of a batch kept with the predictions (metrics per video, per subset, by box).
+_IDS = ("clip_id", "frame_index", "subset", "box_size")
+# Event-only crops are pictured in this rendering.
+_PICTURE_RENDER = images.RenderConfig(kind="frame")
 
 
 def make_predict(graphdef, kind: str, image_size: int, render: images.RenderConfig,
@@ -82,17 +88,33 @@ def eval_dataset(source, image_size: int, batch_size: int):
                          augment_config=augment.AlignmentAugment(out_size=image_size))
 
 
+@functools.partial(jax.jit, static_argnums=2)
+def _render_frames(events: dict, window_us: jax.Array, size: int) -> jax.Array:
+  x = da.render_batch(da.to_padded_events(events), window_us, size, _PICTURE_RENDER)
+  return jnp.round(x * 255).astype(jnp.uint8)
+
+
+def event_crops(batch: dict, size: int) -> np.ndarray:
+  """A batch's events (`events`, `window_us`, in the pixels of size x size crops) -> (B, size,
+  size, 3) uint8 RGB: their frame rendering (OFF red, ON blue on white), what pictures of an
+  event-only dataset are drawn on."""
+  return np.asarray(_render_frames(batch["events"], batch["window_us"], size))
+
+
 def predict_split(predict, state, dataset, batch_sharding=None,
-                  num_images: int | None = None) -> dict:
+                  num_images: int | None = None, image_size: int | None = None) -> dict:
   """Runs `predict` over an evaluation dataset (padded batches): numpy predictions + labels.
 
   With `batch_sharding` each process's batches become global arrays and it gets back the
   predictions of its own examples (of its shard of the split). `num_images` keeps the crops of
-  only the first that many examples (None: all), so validation does not hold every image.
+  only the first that many examples (None: all), so validation does not hold every image;
+  an event-only dataset's crops are rendered at `image_size` (the crop side; needed then).
 
   Returns:
-    pred, gt (N, K, 2) crop px; clip_id, subset (N,) bytes; frame_index (N,); image
-    (min(N, num_images), S, S, 3) uint8 (none for a dataset without RGB).
+    pred, gt (N, K, 2) crop px; clip_id, subset (N,) bytes; frame_index (N,); box_size (N,)
+    px, the ground-truth face box's sqrt(w h) in the crop; image (min(N, num_images), S, S,
+    3) uint8: the RGB crops, or for an event-only dataset the rendering of their events
+    (`event_crops`).
   """
   out = {k: [] for k in ("pred", "gt", *_IDS)}
   images_kept = []
@@ -107,25 +129,14 @@ def predict_split(predict, state, dataset, batch_sharding=None,
     out["gt"].append(np.asarray(batch["landmarks"])[keep])
     for k in _IDS:
       out[k].append(np.asarray(host[k])[keep])
-    if "image" in batch and (num_images is None or kept < num_images):
-      crops = np.asarray(batch["image"])[keep]
+    if num_images is None or kept < num_images:
+      crops = (np.asarray(batch["image"]) if "image" in batch else
+               event_crops(batch, image_size))[keep]
       images_kept.append(crops if num_images is None else crops[:num_images - kept])
       kept += len(images_kept[-1])
   res = {k: np.concatenate(v) for k, v in out.items()}
   res["image"] = np.concatenate(images_kept) if images_kept else np.zeros((0, 0, 0, 3), np.uint8)
   return res
-
-
-def in_gt_layout(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-  """98-point predictions on a 5-point dataset (E-SIE) -> its 5 points; else as they are."""
-  return metrics.esie_from_wflw(pred) if pred.shape[1] == 98 and gt.shape[1] == 5 else pred
-
-
-def norm_kind(norm: str, gt: np.ndarray) -> str:
-  """`norm`, with "auto" -> inter_pupil for 5 points, else inter_ocular."""
-  if norm == "auto":
-    return "inter_pupil" if gt.shape[1] == 5 else "inter_ocular"
-  return norm
 
 
 def ced_curves(name: str, nmes: np.ndarray, subsets: np.ndarray,
@@ -169,6 +180,7 @@ class LandmarkEvaluator:
     self.pictures, self.num_pictures = tuple(pictures), num_pictures
     self.every, self.label = every, label
     source = ip.make_source(dataset, data_dir, split)
+    self.image_size = image_size
     self.dataset = eval_dataset(source, image_size, batch_size)
 
   def run(self, state) -> tuple[dict, dict]:
@@ -177,19 +189,19 @@ class LandmarkEvaluator:
     num_images = (None if "worst" in self.pictures else
                   self.num_pictures if "predictions" in self.pictures else 0)
     local = predict_split(self.predict_fn, state, self.dataset, self.batch_sharding,
-                          num_images)
+                          num_images, self.image_size)
     res = distributed.gather_rows({k: local[k] for k in ("pred", "gt", *_IDS)})
-    kind = norm_kind(self.norm, res["gt"])
     subsets = {s.decode(): res["subset"] == s for s in np.unique(res["subset"]) if s}
-    summary = metrics.summarize(res["pred"], res["gt"], norm_kind=kind,
+    summary = metrics.summarize(res["pred"], res["gt"], norm_kind=self.norm,
                                 video_ids=res["clip_id"], frame_index=res["frame_index"],
-                                subsets=subsets or None, paper_variant=self.paper_variant)
-    return summary, self._pictures(local, kind)
+                                subsets=subsets or None, paper_variant=self.paper_variant,
+                                box_size=res["box_size"])
+    return summary, self._pictures(local, summary["norm_kind"])
 
   def _pictures(self, res: dict, kind: str) -> dict:
     if not self.pictures:
       return {}
-    pred = in_gt_layout(res["pred"], res["gt"])
+    pred = metrics.in_gt_layout(res["pred"], res["gt"])
     nmes = metrics.per_image_nme(pred, res["gt"], metrics.normalizer(res["gt"], kind))
     drawn = {"predictions": np.arange(min(self.num_pictures, len(res["image"]))),
              "worst": np.argsort(nmes)[::-1][:self.num_pictures]}
@@ -197,7 +209,7 @@ class LandmarkEvaluator:
     for tag in self.pictures:
       if tag == "ced":
         out[tag] = plots.ced_image(ced_curves(self.label, nmes, res["subset"]))
-      elif len(res["image"]):   # crops to draw on (an event-only dataset has none)
+      elif len(res["image"]):
         i = drawn[tag]
         out[tag] = plots.prediction_grid(res["image"][i], pred[i], res["gt"][i],
                                          titles=[f"{100 * e:.1f}%" for e in nmes[i]])

@@ -5,6 +5,7 @@ import colorsys
 import cv2
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from scipy import ndimage
 
 from data_pipelines import augment
@@ -112,6 +113,16 @@ def test_eval_path_scaled_crop_by_hand():
   cx, cy, s = 32.0, 32.0, 256 / 38.4
   expect = np.stack([(lms[:, 0] - cx) * s + 127.5, (lms[:, 1] - cy) * s + 127.5], -1)
   np.testing.assert_allclose(out["landmarks"], expect, atol=1e-3)
+  # The box's size sqrt(w h) = sqrt(32 x 24) px, in the crop's pixels (for NME by box size).
+  assert out["box_size"] == pytest.approx(np.sqrt(32 * 24) * s, rel=1e-6)
+
+
+def test_box_size_ignores_rotation_and_flip():
+  # A box of 30 x 120 px (sqrt(w h) = 60) under a 1/2 scale rotated by 37 degrees and
+  # mirrored: 30 px, whatever the rotation and the flip.
+  a = np.deg2rad(37.0)
+  m = 0.5 * np.array([[-np.cos(a), np.sin(a), 7.0], [np.sin(a), np.cos(a), -3.0]])
+  assert augment.box_size((10, 20, 40, 140), m) == pytest.approx(30.0, rel=1e-12)
 
 
 def test_mirror_maps():

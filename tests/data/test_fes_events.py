@@ -141,36 +141,49 @@ def _join(tracks):
   return [np.concatenate(v) for v in zip(*tracks)]
 
 
+def add_recording(root, name, split, subset, tracks, *, points=True, raw_file=True, h5=True,
+                  seed=0):
+  """Writes one recording into a release in FES's layout at `root`: the preprocessed
+  release's annotations and tensor .h5 under preprocessed_dataset/<split>/ (split: train, val
+  or test), the .raw recording under raw_dataset/<subset>/. tracks: `face_track`s.
+  points: True = box + landmark annotations, False = box-only ones, None = none.
+  Returns the recording's truth (events, annotations, split, ...), None without a raw file.
+  """
+  pre, raw = root / "preprocessed_dataset", root / "raw_dataset"
+  t, track, xywh, pts = _join(tracks)
+  group, _, seq = name.rpartition("_")
+  if points:
+    write_npy(pre / split / "annotations" / "bbox_fl" / subset / f"{name}_bbox.npy", t,
+              track, xywh, pts)
+  if points is not None:
+    # The release's box-only annotations share the name (their folder holds no points).
+    write_npy(pre / split / "annotations" / "bbox" / subset / f"{name}_bbox.npy", t, track,
+              xywh, pts, points=False)
+  if h5:
+    write_tensor_h5(pre / split / "event_streams" / group / f"{name}.h5")
+  ev = stream(seed, int(t.max()))
+  if not raw_file:
+    return None
+  # Lab: one folder per subject of sequences 0..59; wild: <scene>/<scene>_<seq>.raw.
+  path = (raw / "lab" / group / f"{seq}.raw" if subset == "lab"
+          else raw / "wild" / group / f"{name}.raw")
+  path.parent.mkdir(parents=True, exist_ok=True)
+  write_events(path, ev)
+  return {"events": ev, "path": path, "t": t, "track": track, "xywh": xywh, "pts": pts,
+          "split": split, "subset": subset, "group": group}
+
+
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
   """The preprocessed release (FES's split) + the raw recordings; returns (root, truth)."""
   root = tmp_path_factory.mktemp("FES")
-  pre, raw = root / "preprocessed_dataset", root / "raw_dataset"
   truth = {}
 
-  def add(name, split, subset, tracks, *, points=True, raw_file=True, h5=True, seed=0):
-    """points: True = box + landmark annotations, False = box-only ones, None = none."""
-    t, track, xywh, pts = _join(tracks)
-    group, _, seq = name.rpartition("_")
-    if points:
-      write_npy(pre / split / "annotations" / "bbox_fl" / subset / f"{name}_bbox.npy", t,
-                track, xywh, pts)
-    if points is not None:
-      # The release's box-only annotations share the name (their folder holds no points).
-      write_npy(pre / split / "annotations" / "bbox" / subset / f"{name}_bbox.npy", t, track,
-                xywh, pts, points=False)
-    if h5:
-      write_tensor_h5(pre / split / "event_streams" / group / f"{name}.h5")
-    ev = stream(seed, int(t.max()))
-    if raw_file:
-      # Lab: one folder per subject of sequences 0..59; wild: <scene>/<scene>_<seq>.raw.
-      path = (raw / "lab" / group / f"{seq}.raw" if subset == "lab"
-              else raw / "wild" / group / f"{name}.raw")
-      path.parent.mkdir(parents=True, exist_ok=True)
-      write_events(path, ev)
-      truth[name] = {"events": ev, "path": path, "t": t, "track": track, "xywh": xywh,
-                     "pts": pts, "split": split, "subset": subset, "group": group}
-    return truth.get(name)
+  def add(name, *args, **kwargs):
+    rec = add_recording(root, name, *args, **kwargs)
+    if rec is not None:
+      truth[name] = rec
+    return rec
 
   for i, (name, (split, subset, tracks)) in enumerate(GOOD.items()):
     add(name, split, subset, tracks, seed=10 + i)

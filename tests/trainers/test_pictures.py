@@ -72,3 +72,19 @@ def test_eval_writes_per_subset_table_and_curves(tmp_path):
   for name in ("ced.png", "worst.png"):
     assert cv2.imread(str(out / name)) is not None
   assert cv2.imread(str(out / "worst.png")).shape[1] == 2 * 32   # 3 tiles, 2 per row
+
+
+def test_event_only_crops_are_pictured_on_their_frame_rendering():
+  # An 8 px crop with one ON event at (x=3, y=2) and four OFF events at (5, 5); the frame
+  # rendering clips counts at 4: ON 1/4 -> (0.75, 0.75, 1), OFF 4/4 -> (1, 0, 0), white else.
+  xs, ys, ps = [3, 5, 5, 5, 5, 0], [2, 5, 5, 5, 5, 0], [1, 0, 0, 0, 0, 0]
+  valid = [True] * 5 + [False]                             # and a padding slot
+  batch = {"events": {"x": np.array([xs], np.int16), "y": np.array([ys], np.int16),
+                      "t": np.array([[10, 20, 30, 40, 50, 0]], np.int32),
+                      "p": np.array([ps], np.uint8), "valid": np.array([valid])},
+           "window_us": np.array([100], np.int32)}
+  crops = landmarks.event_crops(batch, 8)
+  want = np.full((1, 8, 8, 3), 255, np.uint8)
+  want[0, 2, 3] = [191, 191, 255]
+  want[0, 5, 5] = [255, 0, 0]
+  np.testing.assert_array_equal(crops, want)

@@ -52,6 +52,16 @@ def test_alignment_loss_5_points_by_hand():
     alignment.alignment_loss(jnp.zeros((1, 3, 2, 7, 2)), jnp.zeros((1, 7, 2)), jnp.ones(1))
 
 
+def test_num_landmarks_come_from_the_dataset():
+  config = config_utils.load_config("configs/fes.py:tiny")
+  assert config.num_landmarks == 0                     # not set: the dataset's
+  alignment.set_num_landmarks(config, 5)
+  assert config.num_landmarks == 5                     # what the export records
+  config.num_landmarks = 98
+  with pytest.raises(config_utils.ConfigError, match="num_landmarks=98, but fes_events has 5"):
+    alignment.set_num_landmarks(config, 5)
+
+
 def test_schedules():
   sched = alignment.step_decay(1e-4, steps_per_epoch=10, decay_epochs=(120, 140))
   assert float(sched(1199)) == pytest.approx(1e-4)
@@ -145,7 +155,10 @@ def test_metric_writer_and_progress(tmp_path, capsys):
     "configs/cmfa.py", "configs/cmfa.py:runlocal,model=slpt_event", "configs/cmfa.py:tiny",
     "configs/ssmer.py:runlocal", "configs/ssmer.py:tiny", "configs/eval.py",
     "configs/eval.py:tiny", "configs/quickstart.py", "configs/quickstart.py:tiny",
-    "configs/quickstart.py:ablation", "configs/pipeline_demo.py", "configs/events_demo.py"])
+    "configs/quickstart.py:ablation", "configs/pipeline_demo.py", "configs/events_demo.py",
+    "configs/fes.py", "configs/fes.py:runlocal", "configs/fes.py:tiny",
+    "configs/fes.py:model=ssmer", "configs/fes.py:runlocal,model=ssmer",
+    "configs/fes.py:tiny,model=ssmer"])
 def test_configs_load_and_are_locked(spec):
   config = config_utils.load_config(spec)
   assert config.stage
@@ -180,3 +193,18 @@ def test_quickstart_stages_are_the_stage_configs_with_shared_knobs_written_once(
   assert tiny.stages.ssmer.model_size.to_dict() == config_utils.TINY_SSMER_SIZE
   with pytest.raises(config_utils.ConfigError, match="one of the variants"):
     config_utils.load_config("configs/cmfa.py:runlocal,tiny")
+
+
+@pytest.mark.parametrize("variant", ["", "runlocal", "tiny"])
+def test_fes_configs_are_the_stage_configs_on_fes(variant):
+  # The event-only SLPT and SSMER of configs/fes.py are cmfa.py:model=slpt_event and ssmer.py
+  # (sizes written once) with FES's dataset.
+  for fes, own in ((f"fes.py:{variant}", f"cmfa.py:{variant},model=slpt_event"),
+                   (f"fes.py:{variant},model=ssmer", f"ssmer.py:{variant}")):
+    got = json.loads(config_utils.load_config(f"configs/{fes}").to_json())
+    want = json.loads(config_utils.load_config(f"configs/{own}").to_json())
+    assert got.pop("dataset") == "fes_events"
+    want.pop("dataset")
+    assert got == want, fes
+  with pytest.raises(config_utils.ConfigError, match="FES has no RGB"):
+    config_utils.load_config("configs/fes.py:model=cmfa")
