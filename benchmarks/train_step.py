@@ -14,6 +14,8 @@ compile time is reported separately.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
 import sys
 import time
@@ -29,6 +31,9 @@ from evalign_jax.evaluators import landmarks as landmark_eval
 from evalign_jax.events import images
 from evalign_jax.trainers import alignment
 from evalign_jax.trainers import ssmer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import parity_torch   # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def fake_cmfa_batch(rng, batch: int, size: int, capacity: int, events: int) -> dict:
@@ -79,61 +84,87 @@ def _stepper(step, state, batch):
   return run, holder
 
 
-def our_steps(args, dtype: str) -> dict:
-  """name -> (callable running one step and blocking, images per call)."""
-  rng = np.random.default_rng(0)
-  render = images.RenderConfig(kind="frame")
-  cfg = {"dtype": dtype, "rgb_bn_train": False}
-  mean = rng.uniform(0.3, 0.7, (98, 2)).astype(np.float32)
-  out = {}
+def cmfa_train_setup(batch: int, image_size: int, dtype: str, capacity: int, events: int,
+                     model_size: dict | None = None, seed: int = 0):
+  """CMFA's train step (frozen RGB branch, Adam), its state and a device batch of `batch`.
 
-  model = models.build_model({**cfg, "model": "cmfa"}, mean)
+  Returns:
+    (jitted step, state of nnx.split((model, optimizer)), batch, graphdef); the step donates
+    the state. `model_size`: the model's sizes (None: the paper's).
+  """
+  rng = np.random.default_rng(seed)
+  render = images.RenderConfig(kind="frame")
+  cfg = {"dtype": dtype, "rgb_bn_train": False, "model": "cmfa", "model_size": model_size}
+  mean = rng.uniform(0.3, 0.7, (98, 2)).astype(np.float32)
+  model = models.build_model(cfg, mean, seed)
   wrt = models.model_spec("cmfa").trainable
   opt = nnx.Optimizer(model, optax.adam(1e-4), wrt=wrt)
   graphdef, state = nnx.split((model, opt))
-  step = alignment.make_train_step(graphdef, "cmfa", args.image_size, render,
+  step = alignment.make_train_step(graphdef, "cmfa", image_size, render,
                                    optax.constant_schedule(1e-4), wrt)
-  batch = jax.device_put(fake_cmfa_batch(rng, args.batch, args.image_size, args.capacity,
-                                         args.events))
+  data = jax.device_put(fake_cmfa_batch(rng, batch, image_size, capacity, events))
+  return step, state, data, graphdef
+
+
+def ssmer_train_setup(batch: int, image_size: int, dtype: str, capacity: int, events: int,
+                      model_size: dict | None = None, seed: int = 0):
+  """SSMER's train step (3 views, SGD), its state and a device batch: as `cmfa_train_setup`."""
+  rng = np.random.default_rng(seed)
+  model = models.build_model({"dtype": dtype, "model": "ssmer", "model_size": model_size},
+                             seed=seed)
+  opt = nnx.Optimizer(model, optax.sgd(0.05, momentum=0.9), wrt=nnx.Param)
+  graphdef, state = nnx.split((model, opt))
+  views = tuple(images.RenderConfig(kind=k) for k in images.KINDS)
+  step = ssmer.make_train_step(graphdef, image_size, views, optax.constant_schedule(0.05))
+  data = jax.device_put(fake_ssmer_batch(rng, batch, capacity, events, image_size))
+  return step, state, data, graphdef
+
+
+def our_steps(args, dtype: str) -> dict:
+  """name -> (callable running one step and blocking, images per call)."""
+  out = {}
+  step, state, batch, graphdef = cmfa_train_setup(args.batch, args.image_size, dtype,
+                                                  args.capacity, args.events)
   cmfa_train, holder = _stepper(step, state, batch)
-  model_graphdef = nnx.split(model)[0]
-  predict = landmark_eval.make_predict(model_graphdef, "cmfa", args.image_size, render)
+  model = nnx.merge(graphdef, state)[0]
+  predict = landmark_eval.make_predict(nnx.split(model)[0], "cmfa", args.image_size,
+                                       images.RenderConfig(kind="frame"))
   # The training state is donated at every step: take the model's current state each time.
   model_state = lambda: nnx.state(nnx.merge(graphdef, holder["state"])[0])
   out["cmfa train"] = (cmfa_train, args.batch)
   out["cmfa inference"] = (lambda: jax.block_until_ready(predict(model_state(), batch)),
                            args.batch)
-
-  model = models.build_model({**cfg, "model": "ssmer"})
-  opt = nnx.Optimizer(model, optax.sgd(0.05, momentum=0.9), wrt=nnx.Param)
-  sgraphdef, sstate = nnx.split((model, opt))
-  views = tuple(images.RenderConfig(kind=k) for k in images.KINDS)
-  sstep = ssmer.make_train_step(sgraphdef, args.ssmer_size, views, optax.constant_schedule(0.05))
-  sbatch = jax.device_put(fake_ssmer_batch(rng, args.batch, args.capacity, args.events,
-                                           args.ssmer_size))
+  sstep, sstate, sbatch, _ = ssmer_train_setup(args.batch, args.ssmer_size, dtype,
+                                               args.capacity, args.events)
   out["ssmer train"] = (_stepper(sstep, sstate, sbatch)[0], args.batch)
   return out
 
 
-def official_steps(args) -> dict:
-  """The official PyTorch steps (CPU or CUDA), on pre-rendered random images."""
-  sys.path.insert(0, "benchmarks")
-  import parity_torch   # pylint: disable=g-import-not-at-top
+def official_cmfa_steps(cmfa, *, batch: int, image_size: int, device: str, amp_dtype=None,
+                        optimizer=None) -> dict:
+  """The official CMFA's train and inference steps on pre-rendered random images.
+
+  `cmfa`: `parity_torch.official_models`' CMFA, or a `torch.compile` of it. `amp_dtype`: run the
+  forward passes under `torch.autocast(device, amp_dtype)` (None: float32). `optimizer`: Adam
+  over the trainable parameters (built here if None).
+  """
   import torch   # pylint: disable=g-import-not-at-top
-  device = "cuda" if torch.cuda.is_available() else "cpu"
-  cmfa, simsiam, criterion = parity_torch.official_models(args.official_dir, device)
-  b, s = args.batch, args.image_size
+  b, s = batch, image_size
   rgb = torch.randn(b, 3, s, s, device=device)
   ev = torch.randn(b, 3, s, s, device=device)
   gt = torch.rand(b, 98, 2, device=device)
-  opt = torch.optim.Adam([p for p in cmfa.parameters() if p.requires_grad], lr=1e-4)
-  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+  if optimizer is None:
+    optimizer = torch.optim.Adam([p for p in cmfa.parameters() if p.requires_grad], lr=1e-4)
+  opt = optimizer
+  sync = _sync(torch, device)
+  amp = _autocast(torch, device, amp_dtype)
 
   def cmfa_train():
     cmfa.train()
-    preds = cmfa(rgb, ev)
-    loss = sum(w * parity_torch.official_alignment_loss(p, gt)
-               for w, p in zip((0.2, 0.3, 0.5), preds))
+    with amp():
+      preds = cmfa(rgb, ev)
+      loss = sum(w * parity_torch.official_alignment_loss(p.float(), gt)
+                 for w, p in zip((0.2, 0.3, 0.5), preds))
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -141,26 +172,60 @@ def official_steps(args) -> dict:
 
   def cmfa_infer():
     cmfa.eval()
-    with torch.no_grad():
+    with torch.no_grad(), amp():
       cmfa(rgb, ev)
     sync()
 
-  v = [torch.randn(b, 3, args.ssmer_size, args.ssmer_size, device=device) for _ in range(3)]
-  sopt = torch.optim.SGD(simsiam.parameters(), 0.05, momentum=0.9, weight_decay=1e-4)
+  return {"cmfa train": cmfa_train, "cmfa inference": cmfa_infer}
+
+
+def official_ssmer_step(simsiam, criterion, *, batch: int, image_size: int, device: str,
+                        amp_dtype=None, optimizer=None):
+  """The official SSMER train step (the encoder runs per pair: 6 passes) on random views."""
+  import torch   # pylint: disable=g-import-not-at-top
+  v = [torch.randn(batch, 3, image_size, image_size, device=device) for _ in range(3)]
+  if optimizer is None:
+    optimizer = torch.optim.SGD(simsiam.parameters(), 0.05, momentum=0.9, weight_decay=1e-4)
+  sopt = optimizer
+  sync = _sync(torch, device)
+  amp = _autocast(torch, device, amp_dtype)
 
   def ssmer_train():
     simsiam.train()
     loss = 0.0
-    for a, c in ((0, 1), (1, 2), (0, 2)):   # the official loop: the encoder runs per pair
-      p1, p2, z1, z2 = simsiam(x1=v[a], x2=v[c])
-      loss = loss - (criterion(p1, z2).mean() + criterion(p2, z1).mean()) * 0.5
+    with amp():
+      for a, c in ((0, 1), (1, 2), (0, 2)):   # the official loop: the encoder runs per pair
+        p1, p2, z1, z2 = simsiam(x1=v[a], x2=v[c])
+        loss = loss - (criterion(p1.float(), z2.float()).mean()
+                       + criterion(p2.float(), z1.float()).mean()) * 0.5
     sopt.zero_grad()
     loss.backward()
     sopt.step()
     sync()
 
-  return {"cmfa train": (cmfa_train, b), "cmfa inference": (cmfa_infer, b),
-          "ssmer train": (ssmer_train, b)}
+  return ssmer_train
+
+
+def _sync(torch, device: str):
+  return torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+
+def _autocast(torch, device: str, amp_dtype):
+  """A context factory: autocast to `amp_dtype` on `device`, or nothing."""
+  if amp_dtype is None:
+    return contextlib.nullcontext
+  return lambda: torch.autocast(device, dtype=amp_dtype)
+
+
+def official_steps(args) -> dict:
+  """The official PyTorch steps (CPU or CUDA), float32, on pre-rendered random images."""
+  import torch   # pylint: disable=g-import-not-at-top
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  cmfa, simsiam, criterion = parity_torch.official_models(args.official_dir, device)
+  steps = official_cmfa_steps(cmfa, batch=args.batch, image_size=args.image_size, device=device)
+  steps["ssmer train"] = official_ssmer_step(simsiam, criterion, batch=args.batch,
+                                             image_size=args.ssmer_size, device=device)
+  return {name: (fn, args.batch) for name, fn in steps.items()}
 
 
 def main():
