@@ -156,8 +156,8 @@ def test_windows_skips_and_sensor_pixels(tmp_path, known_model, camera):
 
 
 def test_tracking_follows_the_prediction(tmp_path, known_model):
-  # A model whose answer sits 2 crop px right of and 1 below the box: each batch moves the box
-  # by (2, 1) x the crop's pitch, computed here by hand.
+  # A model whose answer sits 2 crop px right of and 1 below the box: each window moves the box
+  # by (2, 1) x the crop's pitch, computed here by hand (tracking ignores batch_size 4).
   shifted = export_model(tmp_path / "shifted", "slpt_event", inner_box_shape(shift_px=(2, 1)),
                          known_output=True)
   sensor = CAMERAS["dvxplorer"][0]
@@ -178,10 +178,11 @@ def test_tracking_follows_the_prediction(tmp_path, known_model):
   rows = read_csv(tmp_path / "out" / "landmarks.csv")[:, 2:].reshape(-1, 98, 2)
   pitch = 1.2 * 49 / S
   for i, pts in enumerate(rows):
-    b = np.array(box) + (i // 4) * np.array([2, 1, 2, 1]) * pitch
+    b = np.array(box) + i * np.array([2, 1, 2, 1]) * pitch
     crop = inner_box_shape(shift_px=(2, 1)).astype(np.float64) * S
     np.testing.assert_allclose(pts, sensor_reference(crop, b), atol=2e-3)
-  np.testing.assert_allclose(s["final_box"], np.array(box) + 3 * np.array([2, 1, 2, 1]) * pitch,
+  assert len(rows) == 12 and s["options"]["batch_size"] == 1
+  np.testing.assert_allclose(s["final_box"], np.array(box) + 12 * np.array([2, 1, 2, 1]) * pitch,
                              atol=2e-3)
   # --notrack keeps the given box.
   s = predict.run(shifted, path, tmp_path / "fixed",
@@ -366,13 +367,41 @@ def test_face_box_from_event_density(tmp_path, known_model):
                   predict.Options(**dict(OPTS, overlay="mp4")),
                   predictor=known_model["known_predictor"])
   assert s["box_source"] == "event density"
-  np.testing.assert_allclose(s["initial_box"], face, atol=3)
+  # A face's events reach past its landmark box (hair, neck): the box found is the events'
+  # 5-95% span, here of a uniform square, through the documented map to the landmark box.
+  lo, hi = np.add(face[:2], 0.05 * 80), np.subtract(face[2:], 0.05 * 80)
+  sx, sy, shift = win.LANDMARK_BOX_MAP
+  c = (lo + hi) / 2 + [0, shift * (hi - lo)[1]]
+  half = (hi - lo) * [sx, sy] / 2
+  np.testing.assert_allclose(s["initial_box"], np.r_[c - half, c + half], atol=3)
   video = cv2.VideoCapture(str(tmp_path / "out" / "overlay.mp4"))
   frames = 0
   while video.read()[0]:
     frames += 1
   assert frames == s["predicted_windows"] == 6
   assert int(video.get(cv2.CAP_PROP_FRAME_WIDTH)) == 320
+
+
+def test_face_box_covers_the_face_not_its_densest_features():
+  # Eyes, nose and mouth make dense small blobs of events, the head's outline a sparser ring
+  # around them: the box must span the face, not just its features.
+  rng = np.random.default_rng(3)
+  cx, cy, ax, ay = 150, 110, 45, 60
+  a, r = rng.uniform(0, 2 * np.pi, 12_000), rng.uniform(0.95, 1.05, 12_000)
+  features = [(cx - 18, cy - 15), (cx + 18, cy - 15), (cx, cy + 5), (cx, cy + 25)]
+  x = np.r_[cx + ax * r * np.cos(a), *(rng.normal(u, 4, 3000) for u, _ in features),
+            rng.integers(0, 320, 2000)]
+  y = np.r_[cy + ay * r * np.sin(a), *(rng.normal(v, 2, 3000) for _, v in features),
+            rng.integers(0, 240, 2000)]
+  x, y = np.round(x).astype(int), np.round(y).astype(int)
+  x[:50], y[:50] = 5, 5                        # a hot pixel
+  box = win.face_box_from_events(Events(np.arange(len(x)), x, y, np.zeros(len(x), int),
+                                        (240, 320)))
+  assert box[2] - box[0] >= 0.8 * 2 * ax                              # the face's width
+  # It holds every feature (eyes to mouth, with their spread).
+  assert box[0] <= cx - 25 and box[1] <= cy - 20 and box[2] >= cx + 25 and box[3] >= cy + 30
+  assert box[0] >= cx - ax - 3 and box[1] >= cy - ay - 3                # inside the outline
+  assert box[2] <= cx + ax + 3 and box[3] <= cy + ay + 3
 
 
 def test_cmfa_needs_rgb_and_pairs_frames_by_time(tmp_path, known_model):
@@ -393,7 +422,8 @@ def test_cmfa_needs_rgb_and_pairs_frames_by_time(tmp_path, known_model):
     if i != 2:   # window 2 has no frame near its end: skipped and counted
       image = rng.integers(0, 256, sensor + (3,), dtype=np.uint8)
       cv2.imwrite(str(frames / f"{end - 1}.png"), image)
-  opts = dict(OPTS, box=box, rgb=str(frames), rgb_max_gap_us=W_US // 4, overlay="png")
+  opts = dict(OPTS, box=box, track=False, rgb=str(frames), rgb_max_gap_us=W_US // 4,
+              overlay="png")
   s = predict.run(cmfa, path, tmp_path / "out", predict.Options(**opts), p)
   assert s["model"] == "cmfa" and s["skipped"]["no_rgb_frame"] == 1
   got = read_csv(tmp_path / "out" / "landmarks.csv")[::98, 0].astype(np.int64)

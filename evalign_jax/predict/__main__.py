@@ -30,14 +30,16 @@ _WINDOW_EVENTS = flags.DEFINE_integer("window_events", None, "Windows of this ma
                                       "instead of fixed time.")
 _BOX = flags.DEFINE_list("box", None, "Face box x0,y0,x1,y1 in sensor pixels (default: found "
                          "from the event density of the first windows).")
-_TRACK = flags.DEFINE_bool("track", _DEFAULT.track, "Move the box with the previous prediction.")
+_TRACK = flags.DEFINE_bool("track", _DEFAULT.track, "Crop each window around the previous "
+                           "window's prediction (one window per device call).")
 _RGB = flags.DEFINE_string("rgb", None, "RGB frames: a folder of <µs>.png/.jpg, or a video "
                            "with a timestamps file (CMFA and rgb_slpt need it).")
 _RGB_TIMES = flags.DEFINE_string("rgb_times", None, "Video frame times, one µs per line "
                                  "(default <video>.times.txt).")
 _RGB_MAX_GAP_US = flags.DEFINE_integer("rgb_max_gap_us", _DEFAULT.rgb_max_gap_us, "Largest "
                                        "distance from a window's end to its RGB frame.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", _DEFAULT.batch_size, "Windows per device call.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", _DEFAULT.batch_size, "Windows per device call "
+                                  "with --notrack.")
 _CAPACITY = flags.DEFINE_integer("capacity", _DEFAULT.capacity, "Event slots per crop.")
 _MIN_EVENTS = flags.DEFINE_integer("min_events", _DEFAULT.min_events, "Skip windows with fewer "
                                    "events in the crop.")

@@ -53,8 +53,9 @@ class Options:
     window_events: windows of this many events instead of window_us.
     box: (x0, y0, x1, y1) face box in sensor pixels, else found from the first windows.
     detect_windows: how many windows the automatic face box looks at.
-    track: move the box to the box of the previous batch's last prediction.
-    batch_size: windows per device call (the box is fixed within a batch).
+    track: crop each window around the box of the previous window's prediction (the windows
+      then go to the device one at a time: each crop needs the answer before it).
+    batch_size: windows per device call when not tracking (the box is fixed within a call).
     capacity: event slots per crop (the latest kept when more fall in it).
     min_events: fewer events in the crop skip the window.
     rgb, rgb_times, rgb_max_gap_us: RGB frames (see `rgb.py`) and how far from a window's end
@@ -177,6 +178,8 @@ def run(checkpoint: str, events_path, out_dir, options: Options = Options(),
             "over_capacity": 0, "overlay_truncated": 0, "track_kept_box": 0}
   timing = {"model_s": 0.0}
   capacity = _capacity(p, o)
+  if o.track:   # each crop needs the previous window's answer: one window per device call
+    o = dataclasses.replace(o, batch_size=1)
   no_events = _empty_crop(0)
   try:
     t0 = time.perf_counter()
