@@ -3,7 +3,8 @@ the fields the training stages share, and the three sizes every training config 
 
   (default)  the paper's: full models, 256 px (224 for SSMER), the full dataset;
   runlocal   small enough for 2 CPU cores: synthetic_faces/small, 64 px crops, one block per
-             HRNet branch, a 2-layer 128-wide decoder; clearly not the paper's model;
+             HRNet branch, 5x5 patches, a 2-layer 64-wide decoder, and a start that learns in
+             hundreds of steps (`RUNLOCAL_MODEL_SIZE`); clearly not the paper's model;
   tiny       the test size: synthetic_faces/tiny, 32 px, 2 steps of batch 2, the smallest
              models that still have every part (`TINY_MODEL_SIZE`, `TINY_SSMER_SIZE`).
 """
@@ -16,6 +17,15 @@ import os
 
 import ml_collections
 
+# The runlocal variant's models. A 64 px crop gives a 16x16 feature map, on which the paper's
+# 7x7 samples per window (6 of them inside one cell in stage 3) and 256-wide tokens would cost
+# more than the backbone: 5x5 samples and 64-wide tokens keep the patch path in proportion.
+# PyTorch's default backbone init (eval-mode BatchNorm then still sees the image) and decoder
+# states that start as each landmark's own token (`models/slpt.py`: off SLPT's symmetric start,
+# where every landmark moves alike) let a short run learn (tests/trainers/test_learning.py);
+# the paper's sizes keep the official init and states.
+RUNLOCAL_MODEL_SIZE = dict(d_model=64, num_heads=4, num_layers=2, ffn_dim=128, sample_num=5,
+                           backbone_blocks=1, backbone_init="torch", decoder_state="tokens")
 # The tiny variant's models: 2 decoder layers (so the layer stack is exercised), HRNet width 4.
 TINY_MODEL_SIZE = dict(d_model=32, num_heads=2, num_layers=2, ffn_dim=32, backbone_width=4,
                        backbone_blocks=1)
@@ -116,8 +126,11 @@ def alignment_training(stage: str, model: str, *, size: str, batch_size: int,
   c.loss = dict(stage_weights=(0.2, 0.3, 0.5))
   c.model_size = dict(d_model=256, num_heads=8, num_layers=6, ffn_dim=1024)
   c.rgb_bn_train = False
-  # Workdirs or export folders of earlier stages (cmfa needs rgb_from; event_from is SSMER).
-  c.init = dict(event_from="", rgb_from="")
+  # Workdirs or export folders of earlier stages, or shipped weights ("pretrained:<name>",
+  # evalign_jax/pretrained/): rgb_from, the frozen RGB SLPT (cmfa needs it); event_from, an
+  # SSMER encoder for the event backbone; aligner_from, an SLPT whose weights start the
+  # trained aligner (the whole SLPT, or CMFA's event branch: `models.aligner_from_slpt`).
+  c.init = dict(event_from="", rgb_from="", aligner_from="")
   # Validation: NME on the validation split, and a picture of the first crops' predictions.
   c.evals.val = dict(type="landmarks", split="validation", every=500, batch_size=32,
                      norm="auto", paper_variant=False, pictures=("predictions",),
@@ -126,7 +139,7 @@ def alignment_training(stage: str, model: str, *, size: str, batch_size: int,
   if size in ("runlocal", "tiny"):
     c.dataset = "synthetic_faces/small"
     c.image_size = 64
-    c.model_size = dict(d_model=128, num_heads=4, num_layers=2, ffn_dim=256, backbone_blocks=1)
+    c.model_size = dict(RUNLOCAL_MODEL_SIZE)
     c.batch_size = 8
     c.evals.val.batch_size = 16
     c.total_steps = 150

@@ -13,6 +13,7 @@ official PyTorch checkpoints.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from absl import logging
 from flax import nnx
 
 from evalign_jax import distributed
+from evalign_jax import files
 from evalign_jax import sharding
 from evalign_jax.models import checkpoint_io
 from evalign_jax.models import registry
@@ -30,8 +32,17 @@ from evalign_jax.models import registry
 EXPORT_DIR = "export"
 
 
+# Exports shipped with the package (evalign_jax/pretrained/<name>/, checksummed in SHA256SUMS),
+# named "pretrained:<name>" wherever an export path is taken.
+PRETRAINED_PREFIX = "pretrained:"
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+CHECKSUMS = "SHA256SUMS"
+
+
 def export_dir(path: str) -> str:
-  """A stage workdir or an export folder -> the export folder."""
+  """A stage workdir, an export folder or "pretrained:<name>" -> the export folder."""
+  if path.startswith(PRETRAINED_PREFIX):
+    return pretrained_dir(path[len(PRETRAINED_PREFIX):])
   path = os.path.expanduser(path)
   candidate = os.path.join(path, EXPORT_DIR)
   return candidate if os.path.isdir(candidate) else path
@@ -67,6 +78,8 @@ def export(model: nnx.Module, config: dict, directory: str) -> None:
   or processes. In a multi-process job every process calls it (each saves its shards of the
   state into one shared temporary folder); process 0 writes the config and renames the folder.
   """
+  if hasattr(model, "mean_shape"):   # the points it predicts, to rebuild it (0 = not set yet)
+    config = dict(config, num_landmarks=int(model.mean_shape.shape[0]))
   # One temporary name for all processes (they write into the same folder).
   tmp = f"{directory}.tmp" if jax.process_count() > 1 else f"{directory}.tmp-{os.getpid()}"
   if distributed.is_primary():
@@ -101,3 +114,71 @@ def load(path: str) -> tuple[nnx.Module, dict]:
   model = registry.build_model(config, mean_shape)
   checkpoint_io.load_model_state(os.path.join(export_dir(path), "state"), model)
   return model, config
+
+
+def _sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def read_checksums(root: str = PRETRAINED_DIR) -> dict[str, str]:
+  """{relative path: sha256} of `root`/SHA256SUMS (`sha256sum` format); {} if absent."""
+  path = os.path.join(root, CHECKSUMS)
+  if not os.path.exists(path):
+    return {}
+  sums = {}
+  with open(path) as f:
+    for line in filter(None, (l.strip() for l in f)):
+      digest, _, name = line.partition("  ")
+      sums[name] = digest
+  return sums
+
+
+def pretrained_dir(name: str, root: str = PRETRAINED_DIR) -> str:
+  """The shipped export `name`, after checking every file of it against SHA256SUMS.
+
+  Raises:
+    FileNotFoundError: an unknown name (the message lists the shipped ones) or a missing file.
+    ValueError: a file whose checksum differs (a corrupted or edited copy), named.
+  """
+  sums = read_checksums(root)
+  names = sorted({k.split("/", 1)[0] for k in sums})
+  if name not in names:
+    raise FileNotFoundError(f"pretrained:{name}: no such shipped model; shipped: "
+                            f"{', '.join(names) or 'none'} (in {root})")
+  for rel, digest in sums.items():
+    if rel.split("/", 1)[0] != name:
+      continue
+    path = os.path.join(root, rel)
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"pretrained:{name}: {path} is missing")
+    if _sha256(path) != digest:
+      raise ValueError(f"pretrained:{name}: {path} does not match its checksum in "
+                       f"{os.path.join(root, CHECKSUMS)} (corrupted or edited)")
+  return os.path.join(root, name)
+
+
+def add_pretrained(path: str, name: str, root: str = PRETRAINED_DIR) -> str:
+  """Copies the export in `path` into `root`/`name` and records its files' checksums.
+
+  Replaces an earlier `name`; the other shipped exports' checksums are kept.
+  """
+  source = export_dir(path)
+  exported_config(path)   # fails now, naming the path, when it holds no export
+  target = os.path.join(root, name)
+  tmp = f"{target}.tmp-{os.getpid()}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  shutil.copytree(source, tmp)
+  shutil.rmtree(target, ignore_errors=True)
+  os.replace(tmp, target)
+  sums = {k: v for k, v in read_checksums(root).items() if k.split("/", 1)[0] != name}
+  for folder, _, filenames in os.walk(target):
+    for filename in filenames:
+      full = os.path.join(folder, filename)
+      sums[os.path.relpath(full, root)] = _sha256(full)
+  lines = "".join(f"{sums[k]}  {k}\n" for k in sorted(sums))
+  files.write_text(os.path.join(root, CHECKSUMS), lines)
+  return target

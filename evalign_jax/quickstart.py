@@ -1,8 +1,9 @@
 """Stage `quickstart`: the whole method on the embedded data, small enough for 2 CPU cores.
 
-Trains `config.stages` in order (configs/quickstart.py: rgb_slpt -> ssmer -> slpt_event ->
-cmfa, CMFA starting from the SSMER encoder and the frozen rgb_slpt branch), then runs the eval
-stage on each model of `config.compare` (and the mean shape) on the held-out test split. Each
+Trains `config.stages` in order (configs/quickstart.py: slpt_event and cmfa from the shipped
+RGB SLPT and SSMER encoder, or rgb_slpt -> ssmer -> slpt_event -> cmfa from scratch), then
+runs the eval stage on each entry of `config.compare` (a stage, "mean_shape" or any export) on
+the held-out test split. Each
 stage keeps its checkpoints and export in <workdir>/<stage>/; a rerun resumes or skips finished
 stages. The table is printed and written to <workdir>/summary.json.
 """
@@ -30,17 +31,17 @@ def run(config, workdir: str) -> dict:
   for name, c in config.stages.items():
     c = c.copy_and_resolve_references()
     for k, path in (c.init.items() if "init" in c else ()):
-      if path:
-        c.init[k] = sub(path)   # an earlier stage of this run (or an absolute path)
+      if path in config.stages:
+        c.init[k] = sub(path)   # an earlier stage of this run (else a path or pretrained:)
     print(f"\n=== {name} ({c.total_steps} steps) ===", flush=True)
     (ssmer.train if c.model == "ssmer" else alignment.train)(c, sub(name))
 
   rows = {}
   for name in config.compare:
     c = config.eval.copy_and_resolve_references()
-    c.checkpoint = evaluate.MEAN_SHAPE if name == "mean_shape" else sub(name)
+    c.checkpoint = sub(name) if name in config.stages else name
     print(f"\n=== eval {name} ===", flush=True)
-    result = evaluate.run(c, sub(f"eval_{name}"))["test"]
+    result = evaluate.run(c, sub("eval_" + name.replace(":", "_")))["test"]
     rows[name] = {k: result[k] for k in ("nme", "fr", "auc", "num_images")}
   files.write_text(os.path.join(workdir, "summary.json"), json.dumps(rows, indent=2))
   print(f"\nResults on {config.dataset} (test split), {time.perf_counter() - start:.0f} s:")

@@ -195,7 +195,7 @@ def test_checkpoints_of_the_wrong_kind_or_shape(tmp_path):
   tiny = dict(config_utils.TINY_MODEL_SIZE)
   (tmp_path / "tiny" / "config.json").write_text(json.dumps(dict(cfg, model_size=tiny)))
   model = models.build_model(dict(cfg, model_size=tiny), inner_box_shape())
-  init = ml_collections.ConfigDict({"init": {"event_from": path, "rgb_from": ""}})
+  init = ml_collections.ConfigDict({"init": {"event_from": path, "rgb_from": "", "aligner_from": ""}})
   with pytest.raises(config_utils.ConfigError, match="tiny.*not an SSMER encoder"):
     alignment.init_branches(model, "slpt_event", init)
   assert export.exported_config(path)["model"] == "slpt_event"

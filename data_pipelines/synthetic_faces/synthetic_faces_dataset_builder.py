@@ -59,6 +59,14 @@ class Builder(builder_base.EventFaceBuilder):
           clip=clip_gen.ClipSpec(height=256, width=256),
           crop=schema.CropSpec(image_size=256, event_capacity=16384)),
       SyntheticFacesConfig(
+          name="pretrain",
+          description="For the quick start's pretrained weights (configs/quickstart_pretrain.py): "
+                      "1200/24/0 clips of 9 frames at 256x256, 9.6k training examples; its "
+                      "subjects are in no test split.",
+          clips={"train": 1200, "validation": 24, "test": 0},
+          clip=clip_gen.ClipSpec(height=256, width=256),
+          crop=schema.CropSpec(image_size=256, event_capacity=16384)),
+      SyntheticFacesConfig(
           name="tiny",
           description="For unit tests: 2 clips per split, 3 frames at 96x96.",
           clips={"train": 2, "validation": 2, "test": 2}, clips_per_subject=1,

@@ -1,6 +1,7 @@
 """Models: the HRNet backbone, SLPT / CMFA aligners, SSMER's SimSiam, and their registry."""
 
 from evalign_jax.models.cmfa import CMFA
+from evalign_jax.models.cmfa import aligner_from_slpt
 from evalign_jax.models.cmfa import rgb_branch_from_slpt
 from evalign_jax.models.hrnet import HRNet
 from evalign_jax.models.hrnet import body_filter
@@ -26,7 +27,8 @@ from evalign_jax.models.slpt import sample_patches
 
 __all__ = [
     "Buffer", "CMFA", "FrozenParam", "HRNet", "LANDMARK_MODELS", "MODELS", "ModelSpec", "RGBBranch",
-    "SLPT", "SimSiam", "SparsePatchAligner", "bilinear_sample", "body_filter", "build_model",
+    "SLPT", "SimSiam", "SparsePatchAligner", "aligner_from_slpt", "bilinear_sample", "body_filter",
+    "build_model",
     "compute_dtype", "encoder_body_state", "load_encoder_body", "model_spec", "negative_cosine",
     "rgb_branch_from_slpt", "roi_sample_points", "sample_patches", "simsiam_loss",
 ]

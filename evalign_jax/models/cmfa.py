@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from evalign_jax.models.hrnet import BN_MOMENTUM
 from evalign_jax.models.slpt import SLPT
 from evalign_jax.models.slpt import Dtype
 from evalign_jax.models.slpt import RGBBranch
@@ -44,7 +45,9 @@ class CMFA(nnx.Module):
   def __init__(self, mean_shape, *, d_model: int = 256, num_heads: int = 8, num_layers: int = 6,
                ffn_dim: int = 1024, dropout: float = 0.1, half_sizes: Sequence[float] = (8, 4, 2),
                grid_size: int = 64, sample_num: int = 7, backbone_width: int = 18,
-               backbone_blocks: int = 4, rgb_bn_train: bool = False,
+               backbone_blocks: int = 4, backbone_init: str = "official",
+               bn_momentum: float = BN_MOMENTUM, decoder_state: str = "zeros",
+               rgb_bn_train: bool = False,
                dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
     """Builds CMFA.
 
@@ -57,11 +60,12 @@ class CMFA(nnx.Module):
     """
     mean = mean_shape_buffer(mean_shape)
     k = mean.shape[0]
-    kw = dict(backbone_width=backbone_width, backbone_blocks=backbone_blocks, dtype=dtype,
+    kw = dict(backbone_width=backbone_width, backbone_blocks=backbone_blocks,
+              backbone_init=backbone_init, bn_momentum=bn_momentum, dtype=dtype,
               param_dtype=param_dtype, rngs=rngs)
     self.rgb = RGBBranch(k, d_model, sample_num, **kw)
     self.event = SparsePatchAligner(k, d_model, num_heads, num_layers, ffn_dim, dropout, sample_num,
-                                    cross_modal=True, **kw)
+                                    cross_modal=True, decoder_state=decoder_state, **kw)
     self.mean_shape = mean
     self.half_sizes = tuple(float(h) for h in half_sizes)
     self.grid_size = grid_size
@@ -106,3 +110,36 @@ def rgb_branch_from_slpt(cmfa: CMFA, slpt: SLPT) -> None:
   nnx.update(cmfa.rgb.backbone, nnx.state(slpt.backbone))
   nnx.update(cmfa.rgb.patch_embed, nnx.state(slpt.patch_embed))
   cmfa.rgb.structure_encoding[...] = slpt.structure_encoding[...]
+
+
+def aligner_from_slpt(target: SLPT | CMFA, slpt: SLPT) -> None:
+  """Starts a trainable aligner from a trained SLPT (e.g. the RGB SLPT CMFA is built on).
+
+  SLPT: every weight but the mean shape (the target keeps its own dataset's). CMFA's event
+  branch: the backbone, patch conv, structure encoding, landmark queries, decoder and offset
+  head. Each layer's modal attention (to the RGB tokens) starts as the SLPT's cross-attention
+  (to its own tokens, RGB ones for an RGB SLPT), and the output projection of the
+  cross-attention to the event tokens starts at zero: with `decoder_state="tokens"` the fresh
+  CMFA then predicts about what the SLPT predicts from the RGB crop (the layer's attentions
+  run in another order), and training teaches it what the events add.
+  """
+  if isinstance(target, SLPT):
+    mean = target.mean_shape[...]
+    nnx.update(target, nnx.state(slpt))
+    target.mean_shape[...] = mean
+    return
+  event = target.event
+  for name in ("backbone", "patch_embed", "out_layer"):
+    nnx.update(getattr(event, name), nnx.state(getattr(slpt, name)))
+  event.structure_encoding[...] = slpt.structure_encoding[...]
+  decoder, source = event.decoder, slpt.decoder
+  decoder.landmark_query[...] = source.landmark_query[...]
+  nnx.update(decoder.norm, nnx.state(source.norm))
+  for name in ("self_norm", "self_attn", "cross_norm", "cross_attn", "ffn_norm", "linear1",
+               "linear2"):
+    nnx.update(getattr(decoder.layers, name), nnx.state(getattr(source.layers, name)))
+  nnx.update(decoder.layers.modal_norm, nnx.state(source.layers.cross_norm))
+  nnx.update(decoder.layers.modal_attn, nnx.state(source.layers.cross_attn))
+  out = decoder.layers.cross_attn.out
+  out.kernel[...] = jnp.zeros_like(out.kernel[...])
+  out.bias[...] = jnp.zeros_like(out.bias[...])

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from evalign_jax.models import batchnorm
 from evalign_jax.models import initializers as inits
 
 Dtype = jnp.dtype | type
@@ -94,9 +95,10 @@ def Conv(*args, **kwargs) -> nnx.Conv:   # pylint: disable=invalid-name
 
 def _bn(features: int, *, dtype, param_dtype, rngs) -> nnx.BatchNorm:
   # Two-pass variance: robust for activations whose mean is large relative to their spread.
-  return nnx.BatchNorm(features, momentum=BN_MOMENTUM, epsilon=BN_EPS, use_fast_variance=False,
-                       scale_init=inits.ones, bias_init=inits.zeros, dtype=dtype,
-                       param_dtype=param_dtype, rngs=rngs)
+  return batchnorm.BatchNorm(features, momentum=BN_MOMENTUM, epsilon=BN_EPS,
+                             use_fast_variance=False, scale_init=inits.ones,
+                             bias_init=inits.zeros, dtype=dtype, param_dtype=param_dtype,
+                             rngs=rngs)
 
 
 class ConvBN(nnx.Module):
@@ -270,8 +272,8 @@ class HRNet(nnx.Module):
 
   def __init__(self, head_channels: int = 256, *, width: int = 18, num_blocks: int = 4,
                num_modules: Sequence[int] = (1, 1, 1),
-               kernel_init: Initializer = hrnet_kernel_init, dtype: Dtype = jnp.float32,
-               param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+               kernel_init: Initializer = hrnet_kernel_init, bn_momentum: float = BN_MOMENTUM,
+               dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
     """Builds the network.
 
     Args:
@@ -281,6 +283,8 @@ class HRNet(nnx.Module):
         (4 for both officially; 1 makes a small, fast-compiling net for tests).
       num_modules: high-resolution modules in stages 2, 3, 4.
       kernel_init: conv kernel init (official N(0, 0.001); SSMER uses PyTorch's default).
+      bn_momentum: every BatchNorm's running-statistics momentum, in Flax terms (0.99, the
+        official 0.01 in PyTorch's; 0.9 is PyTorch's default 0.1).
       dtype: computation dtype (e.g. jnp.bfloat16); BatchNorm statistics are computed in float32.
       param_dtype: parameter dtype.
       rngs: parameter init keys.
@@ -311,6 +315,9 @@ class HRNet(nnx.Module):
           HighResolutionModule(channels, num_blocks, **kw) for _ in range(modules)]))
       prev = channels
     self.head = HRNetHead(prev, head_channels, **kw)
+    for _, module in nnx.iter_modules(self):
+      if isinstance(module, nnx.BatchNorm):
+        module.momentum = bn_momentum
 
   def features(self, x: jax.Array, use_running_average: bool | None = None) -> list[jax.Array]:
     """The four branch outputs, (B, H/4, W/4, w) ... (B, H/32, W/32, 8w)."""

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from evalign_jax.models import batchnorm
 from evalign_jax.models import initializers as inits
 from evalign_jax.models.hrnet import HRNet, body_filter, torch_default_kernel_init
 
@@ -42,9 +43,10 @@ class FrozenParam(nnx.Variable):
 
 
 def _bn1d(features: int, *, affine: bool = True, dtype, param_dtype, rngs) -> nnx.BatchNorm:
-  return nnx.BatchNorm(features, momentum=BN1D_MOMENTUM, epsilon=1e-5, use_bias=affine,
-                       use_scale=affine, use_fast_variance=False, scale_init=inits.ones,
-                       bias_init=inits.zeros, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+  return batchnorm.BatchNorm(features, momentum=BN1D_MOMENTUM, epsilon=1e-5, use_bias=affine,
+                             use_scale=affine, use_fast_variance=False, scale_init=inits.ones,
+                             bias_init=inits.zeros, dtype=dtype, param_dtype=param_dtype,
+                             rngs=rngs)
 
 
 def _linear(din: int, dout: int, use_bias: bool, *, dtype, param_dtype, rngs) -> nnx.Linear:

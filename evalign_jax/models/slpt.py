@@ -32,11 +32,19 @@ import numpy as np
 from flax import nnx
 
 from evalign_jax.models import initializers as inits
+from evalign_jax.models.hrnet import BN_MOMENTUM
 from evalign_jax.models.hrnet import HRNet
+from evalign_jax.models.hrnet import hrnet_kernel_init
+from evalign_jax.models.hrnet import torch_default_kernel_init
 
 Dtype = jnp.dtype | type
 
 LN_EPS = 1e-5
+# How the decoder's landmark states start: "zeros" (the official SLPT), or "tokens": each
+# landmark's own patch token (in CMFA, the frozen RGB branch's token).
+DECODER_STATES = ("zeros", "tokens")
+# HRNet conv init: "official" N(0, 0.001) (SLPT's `init_weights`) or "torch" (PyTorch's default).
+BACKBONE_INITS = ("official", "torch")
 
 
 class Buffer(nnx.Variable):
@@ -285,13 +293,21 @@ def _stack_modules(modules: Sequence[nnx.Module]) -> nnx.Module:
 class LandmarkDecoder(nnx.Module):
   """Learned landmark queries + a stack of pre-norm DecoderLayers + a final LayerNorm.
 
-  The content query starts at zero; the landmark queries are the query positional embedding. The
-  final norm is applied to every layer's output (deep supervision, `return_intermediate=True`).
+  The landmark queries are the query positional embedding. The content query (the landmark
+  states) starts at zero as in the official SLPT (`decoder_state="zeros"`), or as each
+  landmark's own patch token (`"tokens"`; in CMFA the RGB token): from zero states and the tiny
+  Xavier queries, every landmark's first attention is uniform over all tokens, so a model
+  trained from scratch first moves all landmarks together, for hundreds of steps. The final
+  norm is applied to every layer's output (deep supervision, `return_intermediate=True`).
   """
 
   def __init__(self, num_points: int, d_model: int = 256, num_heads: int = 8, num_layers: int = 6,
                ffn_dim: int = 1024, dropout: float = 0.1, *, cross_modal: bool = False,
-               dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+               decoder_state: str = "zeros", dtype: Dtype = jnp.float32,
+               param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+    if decoder_state not in DECODER_STATES:
+      raise ValueError(f"decoder_state must be one of {DECODER_STATES}, got {decoder_state!r}")
+    self.decoder_state = decoder_state
     self.landmark_query = _embedding(rngs, num_points, d_model, param_dtype)
     self.layers = _stack_modules([
         DecoderLayer(d_model, num_heads, ffn_dim, cross_modal=cross_modal, dtype=dtype,
@@ -319,11 +335,16 @@ class LandmarkDecoder(nnx.Module):
     """
     dt = self.dtype
     tokens = tokens.astype(dt)
-    tgt = jnp.zeros(tokens.shape, dt)
     query_pos = self.landmark_query[...].astype(dt)[None]
     memory_pos = structure_encoding.astype(dt)[None]
     if ref is not None:
       ref, ref_structure_encoding = ref.astype(dt), ref_structure_encoding.astype(dt)[None]
+    if self.decoder_state == "zeros":
+      tgt = jnp.zeros(tokens.shape, dt)
+    else:
+      # CMFA starts from the frozen, trained RGB branch's tokens: its event tokens come from a
+      # backbone that starts from SSMER or from scratch, not from what the decoder was taught.
+      tgt = tokens if ref is None else ref
     rate = 0.0 if self.deterministic else self.dropout
     context = (query_pos, tokens, memory_pos, ref, ref_structure_encoding)
 
@@ -352,14 +373,29 @@ class LandmarkDecoder(nnx.Module):
 # --------------------------------------------------------------------------------------------------
 
 
+def backbone_kernel_init(name: str):
+  """The HRNet conv init called `name` (see BACKBONE_INITS).
+
+  "official" (N(0, 0.001), then BatchNorm) makes the pre-BN activations tiny while the running
+  variance starts at 1 and moves at momentum 0.01: for the first few hundred steps, eval mode
+  then gives every image the same features. PyTorch's default init has no such lag.
+  """
+  if name not in BACKBONE_INITS:
+    raise ValueError(f"backbone_init must be one of {BACKBONE_INITS}, got {name!r}")
+  return hrnet_kernel_init if name == "official" else torch_default_kernel_init
+
+
 class RGBBranch(nnx.Module):
   """CMFA's frozen RGB tokeniser: the SLPT backbone, patch conv and structure encoding."""
 
   def __init__(self, num_points: int, d_model: int = 256, sample_num: int = 7, *,
-               backbone_width: int = 18, backbone_blocks: int = 4, dtype: Dtype = jnp.float32,
-               param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+               backbone_width: int = 18, backbone_blocks: int = 4,
+               backbone_init: str = "official", bn_momentum: float = BN_MOMENTUM,
+               dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.backbone = HRNet(d_model, width=backbone_width, num_blocks=backbone_blocks, **kw)
+    self.backbone = HRNet(d_model, width=backbone_width, num_blocks=backbone_blocks,
+                          kernel_init=backbone_kernel_init(backbone_init),
+                          bn_momentum=bn_momentum, **kw)
     self.patch_embed = PatchEmbed(d_model, d_model, sample_num, **kw)
     self.structure_encoding = _embedding(rngs, num_points, d_model, param_dtype)
 
@@ -373,13 +409,15 @@ class SparsePatchAligner(RGBBranch):
   def __init__(self, num_points: int, d_model: int = 256, num_heads: int = 8, num_layers: int = 6,
                ffn_dim: int = 1024, dropout: float = 0.1, sample_num: int = 7, *,
                cross_modal: bool = False, backbone_width: int = 18, backbone_blocks: int = 4,
-               dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+               backbone_init: str = "official", bn_momentum: float = BN_MOMENTUM,
+               decoder_state: str = "zeros", dtype: Dtype = jnp.float32,
+               param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
     super().__init__(num_points, d_model, sample_num, backbone_width=backbone_width,
-                     backbone_blocks=backbone_blocks, dtype=dtype, param_dtype=param_dtype,
-                     rngs=rngs)
+                     backbone_blocks=backbone_blocks, backbone_init=backbone_init,
+                     bn_momentum=bn_momentum, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.decoder = LandmarkDecoder(num_points, d_model, num_heads, num_layers, ffn_dim, dropout,
-                                   cross_modal=cross_modal, dtype=dtype, param_dtype=param_dtype,
-                                   rngs=rngs)
+                                   cross_modal=cross_modal, decoder_state=decoder_state,
+                                   dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     # Offsets in float32: a bf16 offset would quantise landmarks to ~1e-3 of the window.
     self.out_layer = nnx.Linear(d_model, 2, kernel_init=inits.xavier_uniform(),
                                 bias_init=inits.torch_default_bias(d_model), dtype=jnp.float32,
@@ -409,8 +447,9 @@ class SLPT(SparsePatchAligner):
   def __init__(self, mean_shape, *, d_model: int = 256, num_heads: int = 8, num_layers: int = 6,
                ffn_dim: int = 1024, dropout: float = 0.1, half_sizes: Sequence[float] = (8, 4, 2),
                grid_size: int = 64, sample_num: int = 7, backbone_width: int = 18,
-               backbone_blocks: int = 4, dtype: Dtype = jnp.float32,
-               param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+               backbone_blocks: int = 4, backbone_init: str = "official",
+               bn_momentum: float = BN_MOMENTUM, decoder_state: str = "zeros",
+               dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
     """Builds SLPT.
 
     Args:
@@ -421,6 +460,10 @@ class SLPT(SparsePatchAligner):
       grid_size: the grid the half sizes count in (64).
       sample_num: samples per window side (7).
       backbone_width, backbone_blocks: HRNet size (18, 4; smaller only for tests).
+      backbone_init: HRNet conv init, "official" or "torch" (`backbone_kernel_init`).
+      bn_momentum: the backbone's BatchNorm momentum (Flax terms; `HRNet`).
+      decoder_state: how the landmark states start, "zeros" (official) or "tokens"
+        (`LandmarkDecoder`).
       dtype: computation dtype (e.g. jnp.bfloat16); landmarks are always float32.
       param_dtype: parameter dtype.
       rngs: `params` (init) and `dropout` streams (either falls back to `default`).
@@ -428,8 +471,9 @@ class SLPT(SparsePatchAligner):
     mean = mean_shape_buffer(mean_shape)
     super().__init__(mean.shape[0], d_model, num_heads, num_layers, ffn_dim, dropout, sample_num,
                      cross_modal=False, backbone_width=backbone_width,
-                     backbone_blocks=backbone_blocks, dtype=dtype, param_dtype=param_dtype,
-                     rngs=rngs)
+                     backbone_blocks=backbone_blocks, backbone_init=backbone_init,
+                     bn_momentum=bn_momentum, decoder_state=decoder_state, dtype=dtype,
+                     param_dtype=param_dtype, rngs=rngs)
     self.mean_shape = mean
     self.half_sizes = tuple(float(h) for h in half_sizes)
     self.grid_size = grid_size

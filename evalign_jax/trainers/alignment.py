@@ -4,9 +4,11 @@
 - slpt_event: the same SLPT on event images (the no-CMFA ablation).
 - cmfa: the event SLPT whose decoder layers first attend to the frozen RGB branch's tokens.
   Its event backbone starts from an SSMER encoder (`init.event_from`), its RGB branch from an
-  rgb_slpt or imported SLPT (`init.rgb_from`); only the event branch is differentiated and
-  updated (the optimizer and the gradient both take the trainable filter), and the frozen
-  branch's BatchNorm runs in eval mode unless `rgb_bn_train` reproduces the official code.
+  rgb_slpt or imported SLPT (`init.rgb_from`); `init.aligner_from` starts the trained aligner
+  (an SLPT, or CMFA's event branch) from a trained SLPT, before `event_from` replaces the
+  event backbone's body. Only the event branch is differentiated and updated (the optimizer
+  and the gradient both take the trainable filter), and the frozen branch's BatchNorm runs in
+  eval mode unless `rgb_bn_train` reproduces the official code.
 
 Inputs are rendered on device inside the step (`device_augment.model_inputs`).
 Loss: deep supervision over 3 stages x 6 layers, stage weights 0.2/0.3/0.5, each the mean
@@ -123,6 +125,14 @@ def init_branches(model, kind: str, config) -> None:
     config_utils.ConfigError: cmfa without `init.rgb_from`, or an init export of another kind.
     FileNotFoundError: an init path without an export.
   """
+  if config.init.aligner_from:
+    slpt, cfg = export.load(config.init.aligner_from)
+    if cfg["model"] not in ("rgb_slpt", "slpt_event"):
+      raise config_utils.ConfigError(
+          f"init.aligner_from={config.init.aligner_from} holds a {cfg['model']!r} model, not "
+          "an SLPT")
+    models.aligner_from_slpt(model, slpt)
+    print(f"{kind} initialised from the SLPT in {config.init.aligner_from}")
   if config.init.event_from and kind in ("cmfa", "slpt_event"):
     ssmer, cfg = export.load(config.init.event_from)
     if cfg["model"] != "ssmer":

@@ -98,7 +98,10 @@ def make_update_step(graphdef, loss_fn: Callable, lr, *, wrt=nnx.Param, accum_st
     model.train()
     loss, grads = accumulated_value_and_grad(loss_fn, model, batch, wrt, accum_steps)
     optimizer.update(model, grads)
-    return nnx.state((model, optimizer)), {"loss": loss, "lr": lr(optimizer.step[...] - 1)}
+    # The rate this update applied. optax schedules misread unsigned counts past their first
+    # boundary, and nnx counts steps in uint32 (optax's own counts are int32).
+    applied = lr(optimizer.step[...].astype(jnp.int32) - 1)
+    return nnx.state((model, optimizer)), {"loss": loss, "lr": applied}
 
   kw = {}
   if shardings is not None:
@@ -219,6 +222,15 @@ def run_training(stage: Stage, config, workdir: str) -> dict:
     export_lib.export(stage.export_model(_best_or_final(workdir, stage, state)), config_dict,
                       os.path.join(workdir, export_lib.EXPORT_DIR))
   return last_eval
+
+
+def export_checkpoint(stage: Stage, config_dict: dict, workdir: str, step: int,
+                      directory: str) -> None:
+  """Exports the model of `workdir`'s checkpoint at `step` (e.g. of a long run stopped before
+  its end) to `directory`, as the end of training exports its final or best state."""
+  _, state, _ = checkpoints.restore_state(os.path.join(workdir, "checkpoints"),
+                                          abstract_state(stage.state), step=step)
+  export_lib.export(stage.export_model(state), config_dict, directory)
 
 
 def run_evaluators(evaluators: dict, state, step: int, writer) -> dict:

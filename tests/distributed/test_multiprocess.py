@@ -31,10 +31,10 @@ pytestmark = pytest.mark.slow
 def env(**extra):
   cache = os.path.join(tempfile.gettempdir(), f"evalign_jax_test_cache_{os.getuid()}",
                        "distributed")
-  # Unoptimised XLA code compiles about twice as fast; every run here uses it, so the losses
-  # compared come from the same arithmetic.
+  # Every run here compiles with the test session's XLA_FLAGS (conftest.py: unoptimised, which
+  # compiles about twice as fast), so the losses compared come from the same arithmetic.
   return {**os.environ, "PYTHON": sys.executable, "EVALIGN_JAX_CACHE": cache,
-          "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_backend_optimization_level=0", **extra}
+          "JAX_PLATFORMS": "cpu", **extra}
 
 
 def start(args, **extra):
@@ -67,8 +67,8 @@ def runs(tmp_path_factory):
                     "the 2-process job")}
   # The same workdirs in 1 process on 1 device: restore (resharded), compare, train a step more.
   outs[1] = finish(start([sys.executable, *worker_args(root, root / "one.json", "--steps=3")],
-                         XLA_FLAGS="--xla_backend_optimization_level=0 "
-                                   "--xla_force_host_platform_device_count=1"),
+                         XLA_FLAGS=os.environ.get("XLA_FLAGS", "")
+                         + " --xla_force_host_platform_device_count=1"),
                    "the 1-process job")
   res = {2: json.loads((root / "two.json").read_text()),
          1: json.loads((root / "one.json").read_text())}

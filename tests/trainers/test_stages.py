@@ -58,7 +58,8 @@ def quick(tmp_path_factory):
 def test_quickstart_writes_the_table(quick):
   work, rows = quick
   summary = json.loads((work / "summary.json").read_text())
-  assert summary == rows and set(summary) == {"mean_shape", "slpt_event", "cmfa"}
+  assert summary == rows and list(summary) == [
+      "mean_shape", "rgb_slpt", "slpt_event", "cmfa"]
   for r in summary.values():
     assert 0 < r["nme"] and 0 <= r["fr"] <= 100 and 0 <= r["auc"] <= 1 and r["num_images"] == 4
   for stage in ("rgb_slpt", "ssmer", "slpt_event", "cmfa"):

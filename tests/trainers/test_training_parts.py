@@ -15,6 +15,7 @@ from evalign_jax import config_utils
 from evalign_jax import metric_writers
 from evalign_jax.evaluators import metrics
 from evalign_jax.trainers import alignment
+from evalign_jax.trainers import loop
 from evalign_jax.trainers import ssmer
 
 
@@ -71,6 +72,21 @@ def test_schedules():
   # Constant within an epoch: epoch e has 0.1 * (1 + cos(pi e / 4)) / 2.
   for step, epoch in ((0, 0), (4, 0), (5, 1), (19, 3)):
     assert float(cos(step)) == pytest.approx(0.05 * (1 + np.cos(np.pi * epoch / 4)))
+
+
+def test_train_step_reports_the_rate_it_applied_past_every_boundary():
+  # SGD on loss = w (gradient 1): each step moves w by exactly the rate applied, which the step
+  # also reports; x0.1 after 2 steps and again after 3 (by hand: 1e-2, 1e-2, 1e-3, 1e-4, 1e-4).
+  sched = alignment.step_decay(1e-2, steps_per_epoch=1, decay_epochs=(2, 3))
+  model = nnx.Linear(1, 1, use_bias=False, rngs=nnx.Rngs(0))
+  graphdef, state = nnx.split((model, nnx.Optimizer(model, optax.sgd(sched), wrt=nnx.Param)))
+  step = loop.make_update_step(graphdef, lambda m, x: jnp.sum(m(x)), sched)
+  w = float(model.kernel[0, 0])
+  for want in (1e-2, 1e-2, 1e-3, 1e-4, 1e-4):
+    state, out = step(state, jnp.ones((1, 1)))
+    new_w = float(nnx.merge(graphdef, state)[0].kernel[0, 0])
+    assert float(out["lr"]) == pytest.approx(want) and w - new_w == pytest.approx(want, rel=1e-3)
+    w = new_w
 
 
 class Tiny(nnx.Module):
@@ -155,7 +171,9 @@ def test_metric_writer_and_progress(tmp_path, capsys):
     "configs/cmfa.py", "configs/cmfa.py:runlocal,model=slpt_event", "configs/cmfa.py:tiny",
     "configs/ssmer.py:runlocal", "configs/ssmer.py:tiny", "configs/eval.py",
     "configs/eval.py:tiny", "configs/quickstart.py", "configs/quickstart.py:tiny",
-    "configs/quickstart.py:ablation", "configs/pipeline_demo.py", "configs/events_demo.py",
+    "configs/quickstart.py:ablation", "configs/quickstart.py:scratch",
+    "configs/quickstart_pretrain.py", "configs/quickstart_pretrain.py:model=ssmer",
+    "configs/pipeline_demo.py", "configs/events_demo.py",
     "configs/fes.py", "configs/fes.py:runlocal", "configs/fes.py:tiny",
     "configs/fes.py:model=ssmer", "configs/fes.py:runlocal,model=ssmer",
     "configs/fes.py:tiny,model=ssmer"])
@@ -168,27 +186,43 @@ def test_configs_load_and_are_locked(spec):
 
 def test_quickstart_stages_are_the_stage_configs_with_shared_knobs_written_once():
   quick = config_utils.load_config("configs/quickstart.py")
-  assert list(quick.stages) == ["rgb_slpt", "ssmer", "slpt_event", "cmfa"]   # training order
-  for name, spec in (("rgb_slpt", "rgb_slpt.py:runlocal"), ("ssmer", "ssmer.py:runlocal"),
-                     ("slpt_event", "cmfa.py:runlocal,model=slpt_event"),
-                     ("cmfa", "cmfa.py:runlocal")):
+  # By default both fine-tune from the shipped pretrained exports, as the paper starts from the
+  # public SLPT checkpoint and SSMER; :scratch trains those first, in the run.
+  assert list(quick.stages) == ["slpt_event", "cmfa"]   # training order
+  assert quick.stages.cmfa.init.to_dict() == {
+      "rgb_from": "pretrained:rgb_slpt", "aligner_from": "pretrained:rgb_slpt",
+      "event_from": "pretrained:ssmer"}
+  assert quick.compare == ("mean_shape", "pretrained:rgb_slpt", "slpt_event", "cmfa")
+  scratch = config_utils.load_config("configs/quickstart.py:scratch")
+  assert list(scratch.stages) == ["rgb_slpt", "ssmer", "slpt_event", "cmfa"]
+  assert scratch.stages.cmfa.init.event_from == "ssmer"
+  for config, name, spec in (
+      (scratch, "rgb_slpt", "rgb_slpt.py:runlocal"), (scratch, "ssmer", "ssmer.py:runlocal"),
+      (quick, "slpt_event", "cmfa.py:runlocal,model=slpt_event"),
+      (quick, "cmfa", "cmfa.py:runlocal")):
     own = json.loads(config_utils.load_config(f"configs/{spec}").to_json())
-    got = json.loads(quick.stages[name].to_json())
-    # What the quick start changes: the validation batch, the checkpoint cadence of ssmer
-    # (its steps), and cmfa's init (the earlier stages, relative to the quick start's workdir).
+    got = json.loads(config.stages[name].to_json())
+    # What the quick start changes: the validation batch, the checkpoint cadence (its steps),
+    # the inits (earlier stages or shipped exports) and, for the fine-tuned stages, the rate
+    # and the steps.
     diff = {k for k in own if own[k] != got[k]}
-    assert diff <= {"evals", "checkpoint", "init"}, (name, diff)
+    allowed = {"evals", "checkpoint", "init"}
+    if name in ("slpt_event", "cmfa"):
+      allowed |= {"optimizer", "total_steps"}
+      assert got["optimizer"]["lr"] == own["optimizer"]["lr"] / 5
+    assert diff <= allowed, (name, diff)
   # One knob per stage moves its steps, evaluation and checkpoint cadence together ...
   quick.steps.cmfa = 7
   c = quick.stages.cmfa
   assert c.total_steps == c.evals.val.every == c.checkpoint.every == 7
-  assert quick.stages.slpt_event.total_steps == 150
+  assert quick.stages.slpt_event.total_steps == 300
   # ... and the shared ones every stage and the eval stage.
   quick.dataset, quick.seed = "synthetic_faces/tiny", 3
   assert {s.dataset for s in quick.stages.values()} | {quick.eval.dataset} == {
       "synthetic_faces/tiny"}
   assert {s.seed for s in quick.stages.values()} == {3}
   tiny = config_utils.load_config("configs/quickstart.py:tiny")
+  assert list(tiny.stages) == ["rgb_slpt", "ssmer", "slpt_event", "cmfa"]
   assert tiny.stages.cmfa.model_size.to_dict() == config_utils.TINY_MODEL_SIZE
   assert tiny.stages.ssmer.model_size.to_dict() == config_utils.TINY_SSMER_SIZE
   with pytest.raises(config_utils.ConfigError, match="one of the variants"):
