@@ -741,9 +741,10 @@ def job_predict(a: dict, rows: Rows) -> None:
         last = {}
         dev = timed_runs(lambda: last.update(out=p.predict(p.state, on_device)), a["steps"],
                          a["repeats"], lambda: jax.block_until_ready(last["out"]))
+        # The batched path: a fixed box (tracking sends one window per call).
         options = predict.Options(window_us=a["window_us"], stride_us=a["stride_us"], box=box,
-                                  batch_size=batch, capacity=a["capacity"], overlay="none",
-                                  rgb=rgb_dir if p.needs_rgb else None)
+                                  track=False, batch_size=batch, capacity=a["capacity"],
+                                  overlay="none", rgb=rgb_dir if p.needs_rgb else None)
         summary = predict.run(path, events_path, os.path.join(tmp, "out"), options,
                               predictor=p)
         rows.add("predict", **label, windows=summary["predicted_windows"],
