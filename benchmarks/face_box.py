@@ -95,24 +95,11 @@ def fitted_map(extents, truths):
           np.median((truths[:, 3] - truths[:, 1]) / eh), np.median(shift))
 
 
-def apply_map(extents, m):
-  sx, sy, shift = m
-  cx = (extents[:, 0] + extents[:, 2]) / 2
-  eh = extents[:, 3] - extents[:, 1]
-  cy = (extents[:, 1] + extents[:, 3]) / 2 + shift * eh
-  hw, hh = sx * (extents[:, 2] - extents[:, 0]) / 2, sy * eh / 2
-  return np.stack([cx - hw, cy - hh, cx + hw, cy + hh], 1)
-
-
 def scores(boxes, truths):
   """Per clip: IoU, centre error / true longer side, found / true longer side."""
-  inter = np.prod(np.clip(np.minimum(boxes[:, 2:], truths[:, 2:])
-                          - np.maximum(boxes[:, :2], truths[:, :2]), 0, None), 1)
-  area = lambda b: np.prod(b[:, 2:] - b[:, :2], 1)
-  iou = inter / (area(boxes) + area(truths) - inter)
   side = lambda b: np.max(b[:, 2:] - b[:, :2], 1)
   centre = np.hypot(*((boxes[:, :2] + boxes[:, 2:] - truths[:, :2] - truths[:, 2:]) / 2).T)
-  return iou, centre / side(truths), side(boxes) / side(truths)
+  return predict_figure.box_iou(boxes, truths), centre / side(truths), side(boxes) / side(truths)
 
 
 def main(argv):
@@ -128,7 +115,7 @@ def main(argv):
     m = fitted_map(extents, truths)
     name = f"blur={v['blur']:.3g},level={v['level']},q={v['quantile']}"
     print(f"{name}: fitted map width x{m[0]:.2f}, height x{m[1]:.2f}, shift {m[2]:.3f}")
-    methods[name] = apply_map(extents, m)
+    methods[name] = win.landmark_box(extents, m)
   print(f"\n{len(recs)} clips ({', '.join(f'{l} {np.sum(lights == l)}' for l in LIGHTS)}), "
         f"first {_WINDOWS.value} windows of {WINDOW_US} µs\n")
   print("| method | light | IoU median | IoU worst | centre median | centre worst "

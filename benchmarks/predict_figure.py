@@ -32,7 +32,6 @@ import itertools
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,8 @@ import cv2
 import numpy as np
 from absl import app
 from absl import flags
+
+from evalign_jax import files
 
 _RUN = flags.DEFINE_string("run", "workdir/quickstart", "The quick start's --workdir.")
 _CLIPS = flags.DEFINE_list("clips", ["test00002", "test00000"], "Test clips of "
@@ -74,17 +75,11 @@ def test_clips(config_name="small"):
 
 
 def clip_events(clip, config):
-  """The clip's events, simulated as video_examples.clip_examples does."""
+  """The clip's events, simulated as the dataset builder does (`video_examples.simulate_clip`)."""
   from data_pipelines import video_examples
   from evalign_jax.events import Events
-  from evalign_jax.events.simulator import EventSimulator
-  frames = list(clip.frames)
-  ts = np.asarray(clip.timestamps_us, np.int64)
-  seed = (config.sim_seed + video_examples.stable_hash(clip.clip_id)) % 2**32
-  sim = EventSimulator(video_examples._gray(frames[0], clip.source), int(ts[0]),
-                       preset=config.sim_preset, seed=seed)
-  return Events.concatenate([sim.advance(video_examples._gray(f, clip.source), int(t))
-                             for f, t in zip(frames[1:], ts[1:])])
+  return Events.concatenate([window for _, _, window in video_examples.simulate_clip(
+      clip, sim_preset=config.sim_preset, sim_seed=config.sim_seed)])
 
 
 def write_recording(clip, config, folder):
@@ -119,10 +114,12 @@ def read_landmarks(out):
 
 
 def box_iou(a, b):
-  """Intersection over union of two (x0, y0, x1, y1) boxes."""
-  (a0, a1), (b0, b1) = np.reshape(a, (2, 2)), np.reshape(b, (2, 2))
-  inter = np.prod(np.clip(np.minimum(a1, b1) - np.maximum(a0, b0), 0, None))
-  return float(inter / (np.prod(a1 - a0) + np.prod(b1 - b0) - inter))
+  """Intersection over union of (..., 4) boxes (x0, y0, x1, y1), elementwise."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  inter = np.prod(np.clip(np.minimum(a[..., 2:], b[..., 2:]) - np.maximum(a[..., :2], b[..., :2]),
+                          0, None), -1)
+  area = lambda x: np.prod(x[..., 2:] - x[..., :2], -1)
+  return inter / (area(a) + area(b) - inter)
 
 
 def face_region(landmarks, size):
@@ -165,7 +162,7 @@ def save_small(path, image_bgr):
     if len(data) <= _MAX_BYTES:
       break
     image_bgr = cv2.resize(image_bgr, None, fx=0.85, fy=0.85, interpolation=cv2.INTER_AREA)
-  path.write_bytes(data.tobytes())
+  files.write_bytes(str(path), data.tobytes())
 
 
 def main(argv):
@@ -198,7 +195,7 @@ def main(argv):
         gt = gt_all[idx]
         nme = metrics.per_image_nme(pred, gt, metrics.normalizer(gt, "inter_ocular"))
         table.append((clip.clip_id, clip.subset, setting, model,
-                      box_iou(summary["initial_box"], clip.boxes[0]),
+                      float(box_iou(summary["initial_box"], clip.boxes[0])),
                       f"{len(ends)}/{summary['windows']}", 100 * nme.mean(), wall))
         print(f"{clip.clip_id} {setting} {model}: NME % per window "
               f"{' '.join(f'{100 * v:.1f}' for v in nme)}", flush=True)
@@ -232,7 +229,7 @@ def main(argv):
                     "quickstart_val_predictions.png"),
                    (run / "eval_cmfa/test/ced.png", "quickstart_ced.png")):
     if src.stat().st_size <= _MAX_BYTES:
-      shutil.copyfile(src, out_dir / dst)
+      files.write_bytes(str(out_dir / dst), src.read_bytes())
     else:
       save_small(out_dir / dst, cv2.imread(str(src), cv2.IMREAD_COLOR))
 

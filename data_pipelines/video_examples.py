@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from data_pipelines import schema
+from evalign_jax.events.events import Events
 from evalign_jax.events.simulator import EventSimulator
 
 ON_ERROR = ("skip", "fail")
@@ -97,16 +98,14 @@ def check_labels(clip: Clip) -> None:
     raise BadInput(f"{clip.source}: frame timestamps do not increase")
 
 
-def clip_examples(clip: Clip, spec: schema.CropSpec, *, sim_preset: str, sim_seed: int,
-                  frame_stride: int = 1) -> Iterator[tuple[str, dict]]:
-  """Yields (key, example) for frames 1, 1 + stride, ... of a clip.
+def simulate_clip(clip: Clip, *, sim_preset: str,
+                  sim_seed: int) -> Iterator[tuple[int, np.ndarray, Events]]:
+  """Yields (k, frame k, the events between frames k - 1 and k) for k = 1, 2, ... of a clip.
 
-  Every frame feeds the simulator (events need every interval); only every `frame_stride`-th
-  becomes an example. The simulator's seed is `sim_seed` offset by a hash of the clip id, so
+  Every frame feeds the simulator, whose seed is `sim_seed` offset by a hash of the clip id, so
   clips get independent noise and mismatch. Raises BadInput for frame-count mismatches found
   while streaming.
   """
-  check_labels(clip)
   sim_seed = (sim_seed + stable_hash(clip.clip_id)) % 2**32
   n = len(clip.timestamps_us)
   frames = iter(clip.frames)
@@ -119,7 +118,20 @@ def clip_examples(clip: Clip, spec: schema.CropSpec, *, sim_preset: str, sim_see
   for k, frame in enumerate(frames, start=1):
     if k >= n:
       raise BadInput(f"{clip.source}: the video has more frames than the {n} labelled ones")
-    window = sim.advance(_gray(frame, clip.source), int(clip.timestamps_us[k]))
+    yield k, frame, sim.advance(_gray(frame, clip.source), int(clip.timestamps_us[k]))
+  if k + 1 != n:
+    raise BadInput(f"{clip.source}: the video has {k + 1} frames but {n} are labelled")
+
+
+def clip_examples(clip: Clip, spec: schema.CropSpec, *, sim_preset: str, sim_seed: int,
+                  frame_stride: int = 1) -> Iterator[tuple[str, dict]]:
+  """Yields (key, example) for frames 1, 1 + stride, ... of a clip (`simulate_clip`'s events).
+
+  Every frame feeds the simulator (events need every interval); only every `frame_stride`-th
+  becomes an example.
+  """
+  check_labels(clip)
+  for k, frame, window in simulate_clip(clip, sim_preset=sim_preset, sim_seed=sim_seed):
     if (k - 1) % frame_stride:
       continue
     example = schema.crop_example(
@@ -127,8 +139,6 @@ def clip_examples(clip: Clip, spec: schema.CropSpec, *, sim_preset: str, sim_see
         int(clip.timestamps_us[k]), spec, clip_id=clip.clip_id, subject_id=clip.subject_id,
         subset=clip.subset, frame_index=k)
     yield f"{clip.clip_id}/{k:06d}", example
-  if k + 1 != n:
-    raise BadInput(f"{clip.source}: the video has {k + 1} frames but {n} are labelled")
 
 
 def _gray(rgb: np.ndarray, source: str) -> np.ndarray:

@@ -135,11 +135,18 @@ def face_box_from_events(events: Events) -> np.ndarray:
   the neck below the chin make events too), as measured on simulated recordings of the
   synthetic faces. A moving camera or a busy background can fool it; then pass the box by hand.
   """
-  x0, y0, x1, y1 = event_extent(events)
-  sx, sy, shift = LANDMARK_BOX_MAP
-  cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 + shift * (y1 - y0)
-  half_w, half_h = sx * (x1 - x0) / 2, sy * (y1 - y0) / 2
-  return np.array([cx - half_w, cy - half_h, cx + half_w, cy + half_h], np.float64)
+  return landmark_box(event_extent(events))
+
+
+def landmark_box(extent, box_map=LANDMARK_BOX_MAP) -> np.ndarray:
+  """(..., 4) event extents (x0, y0, x1, y1) -> the landmark boxes `box_map` = (width scale,
+  height scale, downward shift of the centre / the extent's height) maps them to, float64."""
+  e = np.asarray(extent, np.float64)
+  sx, sy, shift = box_map
+  width, height = e[..., 2] - e[..., 0], e[..., 3] - e[..., 1]
+  cx, cy = (e[..., 0] + e[..., 2]) / 2, (e[..., 1] + e[..., 3]) / 2 + shift * height
+  return np.stack([cx - sx * width / 2, cy - sy * height / 2,
+                   cx + sx * width / 2, cy + sy * height / 2], -1)
 
 
 def event_extent(events: Events, *, blur: float = 1 / 7, level: float = 0.1,
